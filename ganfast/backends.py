@@ -1,0 +1,194 @@
+"""What each backend supports, why it cannot run a call, and the dispatch order.
+
+Order of choice: the ``backend=`` argument, then ``with ganfast.use_backend(...)``, then the
+``GANFAST_BACKEND`` environment variable, then the automatic order for the tensors' device
+(CUDA: cuda -> triton -> reference; CPU: cpu -> reference). An explicitly requested backend that
+cannot run raises :class:`BackendNotSupported` with its reasons; an automatic fallback warns once,
+naming the op and the reason.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import os
+import threading
+import warnings
+from typing import Iterable, Iterator, Optional
+
+import torch
+
+from ganfast import _ext
+
+BACKENDS = ("reference", "cpu", "triton", "cuda")
+AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
+
+
+class BackendNotSupported(RuntimeError):
+    """An explicitly requested backend cannot run this call; the message lists why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    name: str
+    description: str
+    max_grad_order: Optional[int]  # None: any order
+
+    def unavailable_reason(self) -> Optional[str]:
+        """None when the backend can run at all on this machine, else why not."""
+        return _unavailable_reason(self.name)
+
+    def accepts_device(self, device: torch.device) -> bool:
+        if self.name == "reference":
+            return True
+        if self.name == "cpu":
+            return device.type == "cpu"
+        if self.name == "cuda":
+            return device.type == "cuda"
+        # triton: CUDA tensors; CPU tensors only under the interpreter (TRITON_INTERPRET=1)
+        return device.type == "cuda" or (device.type == "cpu" and triton_interpret())
+
+    def not_supported_reasons(self, op: str, tensors: Iterable[Optional[torch.Tensor]]) -> list[str]:
+        """Every reason this backend cannot run `op` on these tensors ([] when it can)."""
+        reasons = []
+        why = self.unavailable_reason()
+        if why:
+            reasons.append(why)
+        dtypes = op_dtypes(op, self.name)
+        if dtypes is None:
+            reasons.append(f"backend '{self.name}' has no {op} kernel")
+        for t in tensors:
+            if t is None:
+                continue
+            if not self.accepts_device(t.device):
+                extra = " (set TRITON_INTERPRET=1 to run Triton on CPU tensors)" if self.name == "triton" and t.device.type == "cpu" else ""
+                reasons.append(f"backend '{self.name}' does not run on {t.device.type} tensors{extra}")
+                break
+        for t in tensors:
+            if t is not None and dtypes is not None and t.dtype not in dtypes:
+                names = ", ".join(sorted(str(d).replace("torch.", "") for d in dtypes))
+                reasons.append(f"backend '{self.name}' {op} supports dtypes {{{names}}}, got {str(t.dtype).replace('torch.', '')}")
+                break
+        return reasons
+
+
+_BACKENDS = {
+    "reference": Backend("reference", "plain PyTorch; the specification; any device; gradients of any order", None),
+    "cpu": Backend("cpu", "C++17 kernels in ganfast._C, multithreaded through ATen's OpenMP pool", 2),
+    "triton": Backend("triton", "Triton kernels (CUDA tensors; CPU tensors under TRITON_INTERPRET=1)", 2),
+    "cuda": Backend("cuda", "CUDA C++ kernels in ganfast._C_cuda", 2),
+}
+
+# op -> backend -> dtypes it accepts; filled by each op package when it is imported.
+_OP_DTYPES: dict[str, dict[str, frozenset]] = {}
+
+
+def register_op(op: str, dtypes_by_backend: dict[str, Iterable[torch.dtype]]) -> None:
+    """Declare which backends implement `op` and for which dtypes."""
+    for name in dtypes_by_backend:
+        if name not in _BACKENDS:
+            raise ValueError(f"unknown backend {name!r} for op {op!r}; expected one of {BACKENDS}")
+    _OP_DTYPES[op] = {k: frozenset(v) for k, v in dtypes_by_backend.items()}
+
+
+def op_dtypes(op: str, backend: str) -> Optional[frozenset]:
+    return _OP_DTYPES.get(op, {}).get(backend)
+
+
+def registered_ops() -> dict[str, dict[str, frozenset]]:
+    return dict(_OP_DTYPES)
+
+
+def get_backend(name: str) -> Backend:
+    if name not in _BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    return _BACKENDS[name]
+
+
+def triton_interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_import_error() -> Optional[str]:
+    try:
+        import triton  # noqa: F401
+        return None
+    except ImportError as e:
+        return f"triton is not importable ({e})"
+
+
+def _unavailable_reason(name: str) -> Optional[str]:
+    if name == "reference":
+        return None
+    if name == "cpu":
+        return _ext.unavailable_reason("cpu")
+    if name == "triton":
+        why = _triton_import_error()
+        if why:
+            return why
+        if not (torch.cuda.is_available() or triton_interpret()):
+            return "no CUDA device and TRITON_INTERPRET is not set"
+        return None
+    # cuda
+    why = _ext.unavailable_reason("cuda")
+    if why:
+        return why
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA device"
+    return None
+
+
+# ---- the requested backend: argument, context, environment ----
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Run ganfast ops inside this block on backend `name` (unless a call passes backend=)."""
+    get_backend(name)  # validate now, not at the first op
+    stack = _local.__dict__.setdefault("stack", [])
+    stack.append(name)
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+def requested_backend(backend: Optional[str] = None) -> Optional[str]:
+    """The explicitly requested backend for a call, or None for automatic choice."""
+    if backend is None:
+        stack = getattr(_local, "stack", None)
+        backend = stack[-1] if stack else (os.environ.get("GANFAST_BACKEND") or None)
+    if backend is not None:
+        get_backend(backend)
+    return backend
+
+
+_warned: set = set()
+
+
+def select(op: str, tensors: Iterable[Optional[torch.Tensor]], backend: Optional[str] = None) -> str:
+    """Name of the backend that runs `op` on `tensors` (see the module docstring for the order)."""
+    tensors = list(tensors)
+    requested = requested_backend(backend)
+    if requested is not None:
+        reasons = _BACKENDS[requested].not_supported_reasons(op, tensors)
+        if reasons:
+            raise BackendNotSupported(f"ganfast.ops.{op}: backend '{requested}' cannot run this call: " + "; ".join(reasons))
+        return requested
+    device = next(t.device for t in tensors if t is not None)
+    skipped = []
+    for name in AUTO_ORDER.get(device.type, ("reference",)):
+        reasons = _BACKENDS[name].not_supported_reasons(op, tensors)
+        if not reasons:
+            if skipped:
+                key = (op, name, tuple(skipped))
+                if key not in _warned:
+                    _warned.add(key)
+                    warnings.warn(f"ganfast.ops.{op}: falling back to backend '{name}' on {device.type}: "
+                                  + "; ".join(skipped), RuntimeWarning, stacklevel=3)
+            return name
+        skipped.extend(f"{name}: {r}" for r in reasons)
+    raise BackendNotSupported(f"ganfast.ops.{op}: no backend can run this call: " + "; ".join(skipped))

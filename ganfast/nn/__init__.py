@@ -1,0 +1,4 @@
+"""Drop-in nn.Modules over ganfast.ops."""
+from ganfast.nn.bias_act import BiasAct
+
+__all__ = ["BiasAct"]

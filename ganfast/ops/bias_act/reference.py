@@ -1,0 +1,109 @@
+"""bias_act in plain PyTorch: the specification and the universal fallback.
+
+y = clamp(act(x + b broadcast along dim, alpha) * gain, -clamp, clamp). Differentiable to any
+order by autograd. Never imports Triton or the extensions.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+
+
+class ActSpec(NamedTuple):
+    code: int          # ganfast::Act in csrc/common/bias_act_math.h
+    def_alpha: float
+    def_gain: float
+    zero_second_derivative: bool  # f'' == 0 wherever it exists
+
+
+# The bias_act convention of the StyleGAN2/StyleGAN3 codebases (alpha is lrelu's slope; ganfast
+# also lets it set elu's alpha, default 1, which is what those codebases compute).
+ACTIVATIONS = {
+    "linear": ActSpec(0, 0.0, 1.0, True),
+    "relu": ActSpec(1, 0.0, math.sqrt(2), True),
+    "lrelu": ActSpec(2, 0.2, math.sqrt(2), True),
+    "tanh": ActSpec(3, 0.0, 1.0, False),
+    "sigmoid": ActSpec(4, 0.0, 1.0, False),
+    "elu": ActSpec(5, 1.0, 1.0, False),
+    "selu": ActSpec(6, 0.0, 1.0, False),
+    "softplus": ActSpec(7, 0.0, 1.0, False),
+    "swish": ActSpec(8, 0.0, math.sqrt(2), False),
+}
+
+
+def activation(z: torch.Tensor, act: str, alpha: float) -> torch.Tensor:
+    if act == "linear":
+        return z
+    if act == "relu":
+        return F.relu(z)
+    if act == "lrelu":
+        return F.leaky_relu(z, alpha)
+    if act == "tanh":
+        return torch.tanh(z)
+    if act == "sigmoid":
+        return torch.sigmoid(z)
+    if act == "elu":
+        return F.elu(z, alpha)
+    if act == "selu":
+        return F.selu(z)
+    if act == "softplus":
+        return F.softplus(z)
+    if act == "swish":
+        return z * torch.sigmoid(z)
+    raise ValueError(f"act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
+
+
+def bias_shape(x: torch.Tensor, dim: int) -> list[int]:
+    """Shape that broadcasts a [C] bias along `dim` of x: [1, ..., C, ..., 1]."""
+    return [-1 if i == dim else 1 for i in range(x.ndim)]
+
+
+def bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str, alpha: float,
+                 gain: float, clamp: float, upcast: bool = False) -> torch.Tensor:
+    """Reference bias_act with resolved arguments (clamp < 0: no clamp).
+
+    x: [..., C (at dim), ...]; b: [C] or None. upcast=True computes in float32 for fp16/bf16 input
+    and returns x's dtype.
+    """
+    out_dtype = x.dtype
+    if upcast and x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+        b = b.float() if b is not None else None
+    z = x if b is None else x + b.reshape(bias_shape(x, dim))
+    y = activation(z, act, alpha)
+    if gain != 1:
+        y = y * gain
+    if clamp >= 0:
+        y = y.clamp(-clamp, clamp)
+    return y.to(out_dtype)
+
+
+def run(order: int, x: torch.Tensor, b: Optional[torch.Tensor], g: Optional[torch.Tensor],
+        gg: Optional[torch.Tensor], dim: int, act: str, alpha: float, gain: float, clamp: float,
+        want_db: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The kernel contract every backend implements (see ganfast/ops/bias_act/__init__.py).
+
+    order 0: out = y; order 1: out = dL/dx given g = dL/dy; order 2: out = d/dx <order-1 out, gg>.
+    db = out summed over every dim but `dim` (when want_db and b is given). Computed here by
+    autograd through bias_act_ref, so the fallback needs no second copy of the derivatives.
+    """
+    if order == 0:
+        out = bias_act_ref(x, b, dim, act, alpha, gain, clamp)
+    else:
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_(True)
+            y = bias_act_ref(xr, b.detach() if b is not None else None, dim, act, alpha, gain, clamp)
+            (dx,) = torch.autograd.grad(y, xr, g, create_graph=order == 2)
+            if order == 2:
+                dx = torch.autograd.grad(dx, xr, gg, allow_unused=True)[0]
+                if dx is None:  # f'' == 0: the term vanishes
+                    dx = torch.zeros_like(x)
+        out = dx.detach()
+    db = None
+    if want_db and b is not None:
+        dims = [i for i in range(x.ndim) if i != dim]
+        db = out.sum(dim=dims, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32).to(b.dtype)
+    return out, db
