@@ -1,0 +1,61 @@
+"""The accuracy rule every fast path is held to.
+
+Oracle: the reference computed in float64. A fast result in dtype D passes when its max error
+against the oracle is at most 2x the max error of the reference itself run in dtype D, plus a
+per-dtype floor scaled by the oracle's magnitude (the rule of flash-attention's tests). The floors
+live in one table, here.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+# Absolute floor per dtype, multiplied by max(1, max|oracle|).
+FLOORS = {
+    torch.float64: 1e-10,
+    torch.float32: 2e-6,
+    torch.float16: 2e-3,
+    torch.bfloat16: 1.6e-2,
+}
+
+
+def poison_like(t: torch.Tensor) -> torch.Tensor:
+    """A tensor like t filled with NaN: hand it to a kernel as its output so unwritten elements fail."""
+    return torch.full_like(t, float("nan"))
+
+
+def first_mismatches(got: torch.Tensor, expected: torch.Tensor, tol: float, k: int = 5) -> str:
+    """The first k elements where |got - expected| > tol (or got is not finite), as text."""
+    g = got.detach().to(torch.float64).cpu()
+    e = expected.detach().to(torch.float64).cpu()
+    bad = ((g - e).abs() > tol) | ~torch.isfinite(g)
+    bad &= torch.isfinite(e) | ~torch.isfinite(g)
+    idx = bad.nonzero()[:k]
+    lines = [f"  at {tuple(i.tolist())}: got {g[tuple(i)].item():.9g}, expected {e[tuple(i)].item():.9g}" for i in idx]
+    return f"{int(bad.sum())} of {g.numel()} elements off by more than {tol:.3g}; first:\n" + "\n".join(lines)
+
+
+def assert_matches_oracle(got: torch.Tensor, oracle: torch.Tensor, ref_same_dtype: Optional[torch.Tensor] = None,
+                          dtype: Optional[torch.dtype] = None, name: str = "output", factor: float = 2.0) -> None:
+    """Assert `got` (a fast result) is within the accuracy rule of `oracle` (float64 reference).
+
+    ref_same_dtype: the reference run in got's dtype; its error sets the budget. When None the
+    budget is the floor alone (use for float64 comparisons).
+    """
+    dtype = dtype or got.dtype
+    assert got.shape == oracle.shape, f"{name}: shape {tuple(got.shape)} != expected {tuple(oracle.shape)}"
+    o = oracle.detach().to(torch.float64).cpu()
+    g = got.detach().to(torch.float64).cpu()
+    scale = max(1.0, float(o.abs().max())) if o.numel() else 1.0
+    floor = FLOORS[dtype] * scale
+    ref_err = 0.0
+    if ref_same_dtype is not None and o.numel():
+        ref_err = float((ref_same_dtype.detach().to(torch.float64).cpu() - o).abs().max())
+    tol = factor * ref_err + floor
+    err = float((g - o).abs().max()) if o.numel() else 0.0
+    finite = bool(torch.isfinite(g).all()) if g.numel() else True
+    if not finite or err > tol:
+        raise AssertionError(f"{name} ({dtype}): max error {err:.3g} > budget {tol:.3g} "
+                             f"(2 x reference-in-dtype error {ref_err:.3g} + floor {floor:.3g})\n"
+                             + first_mismatches(g, o, tol))
