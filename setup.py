@@ -59,14 +59,18 @@ def _plan_extensions():
 
     exts = []
     common_inc = [os.path.join(CSRC)]
-    cpu_sources = _rel(glob.glob(os.path.join(CSRC, "*", "*_cpu.cpp"))) + ["csrc/bindings.cpp"]
+    # <op>_common.cpp: host code (argument checks, parameter setup) that both extensions need.
+    shared_sources = _rel(glob.glob(os.path.join(CSRC, "*", "*_common.cpp"))) + ["csrc/bindings.cpp"]
+    cpu_sources = _rel(glob.glob(os.path.join(CSRC, "*", "*_cpu.cpp"))) + shared_sources
     march = os.environ.get("GANFAST_CPU_ARCH", "native")
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp-simd", "-fno-math-errno"]
+    # No -std flag: torch.utils.cpp_extension adds the one its headers need (torch 2.14's
+    # headers reject C++17 with "#error C++20 or later compatible compiler is required").
+    cxx_flags = ["-O3", "-fopenmp", "-fno-math-errno"]
     if march:
         cxx_flags.append(f"-march={march}")
     exts.append(cpp_extension.CppExtension(
         "ganfast._C", cpu_sources, include_dirs=common_inc,
-        extra_compile_args={"cxx": cxx_flags}))
+        extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"]))
     info["cpu"]["sources"] = cpu_sources
 
     force_cuda = _env_flag("GANFAST_FORCE_CUDA")
@@ -78,14 +82,14 @@ def _plan_extensions():
     elif not (force_cuda or torch.cuda.is_available()):
         info["cuda"]["reason"] = "no CUDA device visible at install time (set GANFAST_FORCE_CUDA=1 to build anyway)"
     else:
-        cuda_sources = _rel(glob.glob(os.path.join(CSRC, "*", "*_cuda.cu"))) + ["csrc/bindings.cpp"]
+        cuda_sources = _rel(glob.glob(os.path.join(CSRC, "*", "*_cuda.cu"))) + shared_sources
         extra_inc = [p for p in os.environ.get("GANFAST_EXTRA_INCLUDE", "").split(os.pathsep) if p]
         exts.append(cpp_extension.CUDAExtension(
             "ganfast._C_cuda", cuda_sources, include_dirs=common_inc + extra_inc,
             define_macros=[("GANFAST_WITH_CUDA", "1")],
             extra_compile_args={
-                "cxx": ["-O3", "-std=c++17"],
-                "nvcc": ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"] + _cuda_archs(),
+                "cxx": ["-O3"],
+                "nvcc": ["-O3", "--use_fast_math", "-lineinfo"] + _cuda_archs(),
             }))
         info["cuda"]["sources"] = cuda_sources
         info["cuda"]["archs"] = os.environ.get("GANFAST_CUDA_ARCHS", "80;90")

@@ -8,80 +8,33 @@
 
 namespace ganfast {
 
-void check_bias_act_args(const at::Tensor& x, const c10::optional<at::Tensor>& b,
-                         const c10::optional<at::Tensor>& g, const c10::optional<at::Tensor>& gg,
-                         int64_t order, int64_t dim, int64_t act) {
-  TORCH_CHECK(order >= 0 && order <= 2, "ganfast: bias_act order must be 0, 1 or 2, got ", order);
-  TORCH_CHECK(act >= 0 && act < kNumActs, "ganfast: bias_act act code must be in [0, ", kNumActs,
-              "), got ", act);
-  TORCH_CHECK(x.dim() >= 1, "ganfast: bias_act x must have at least one dimension");
-  TORCH_CHECK(dim >= 0 && dim < x.dim(), "ganfast: bias_act dim must be in [0, ", x.dim(),
-              ") after wrapping, got ", dim);
-  GANFAST_CHECK_DENSE(x, "x");
-  if (b.has_value()) {
-    TORCH_CHECK(b->dim() == 1 && b->size(0) == x.size(dim), "ganfast: b must have shape [",
-                x.size(dim), "] (x.shape[dim]), got ", b->sizes());
-    TORCH_CHECK(b->is_contiguous(), "ganfast: b must be contiguous");
-    GANFAST_CHECK_SAME_DTYPE(*b, x, "b");
-    TORCH_CHECK(b->device() == x.device(), "ganfast: b must be on ", x.device(), ", got ", b->device());
-  }
-  if (order >= 1) {
-    TORCH_CHECK(g.has_value(), "ganfast: bias_act order ", order, " needs g");
-    GANFAST_CHECK_SAME_LAYOUT(*g, x, "g");
-    GANFAST_CHECK_SAME_DTYPE(*g, x, "g");
-    TORCH_CHECK(g->device() == x.device(), "ganfast: g must be on ", x.device());
-  }
-  if (order == 2) {
-    TORCH_CHECK(gg.has_value(), "ganfast: bias_act order 2 needs gg");
-    GANFAST_CHECK_SAME_LAYOUT(*gg, x, "gg");
-    GANFAST_CHECK_SAME_DTYPE(*gg, x, "gg");
-    TORCH_CHECK(gg->device() == x.device(), "ganfast: gg must be on ", x.device());
-  }
-}
-
-BiasActParams make_bias_act_params(const at::Tensor& x, const c10::optional<at::Tensor>& b,
-                                   const c10::optional<at::Tensor>& g,
-                                   const c10::optional<at::Tensor>& gg, const at::Tensor& out,
-                                   int64_t order, int64_t dim, int64_t act, double alpha,
-                                   double gain, double clamp) {
-  BiasActParams p;
-  p.x = x.data_ptr();
-  p.b = b.has_value() ? b->data_ptr() : nullptr;
-  p.g = order >= 1 ? g->data_ptr() : nullptr;
-  p.gg = order == 2 ? gg->data_ptr() : nullptr;
-  p.out = out.data_ptr();
-  p.numel = x.numel();
-  p.channels = x.size(dim);
-  // A size-1 dim may carry any stride; its bias index is always 0, so any inner works.
-  p.inner = p.channels == 1 ? 1 : x.stride(dim);
-  p.outer = p.numel / (p.channels * p.inner);
-  p.act = static_cast<int>(act);
-  p.order = static_cast<int>(order);
-  p.s = BiasActScalars{alpha, gain, clamp};
-  return p;
-}
-
 namespace {
 
 constexpr int64_t kChunk = 16384;  // elements per work item: big enough to amortize, small enough to balance
 
-// Applies the op to n contiguous elements sharing one bias value bv; returns their sum.
+constexpr int64_t kSubBlock = 512;  // float partial sums stay short; totals are carried in double
+
+// Applies the op to n contiguous elements sharing one bias value bv; returns their sum (db's share).
 template <Act A, int Order, typename scalar_t, typename acc_t>
-inline acc_t run_span(const scalar_t* __restrict x, const scalar_t* __restrict g,
-                      const scalar_t* __restrict gg, scalar_t* __restrict out, int64_t n, acc_t bv,
-                      acc_t alpha, acc_t gain, acc_t clamp) {
-  acc_t sum = 0;
+inline double run_span(const scalar_t* __restrict x, const scalar_t* __restrict g,
+                       const scalar_t* __restrict gg, scalar_t* __restrict out, int64_t n, acc_t bv,
+                       acc_t alpha, acc_t gain, acc_t clamp) {
+  double total = 0;
+  for (int64_t j0 = 0; j0 < n; j0 += kSubBlock) {
+    const int64_t j1 = std::min(n, j0 + kSubBlock);
+    acc_t sum = 0;
 #pragma omp simd reduction(+ : sum)
-  for (int64_t j = 0; j < n; ++j) {
-    acc_t z = static_cast<acc_t>(x[j]) + bv;
-    acc_t gv = Order >= 1 ? static_cast<acc_t>(g[j]) : acc_t(0);
-    acc_t ggv = Order == 2 ? static_cast<acc_t>(gg[j]) : acc_t(0);
-    acc_t v = bias_act_element<A, Order, acc_t>(z, gv, ggv, alpha, gain, clamp);
-    scalar_t o = static_cast<scalar_t>(v);
-    out[j] = o;
-    sum += static_cast<acc_t>(o);  // sum what was stored, so db == out.sum() exactly in spirit
+    for (int64_t j = j0; j < j1; ++j) {
+      acc_t z = static_cast<acc_t>(x[j]) + bv;
+      acc_t gv = Order >= 1 ? static_cast<acc_t>(g[j]) : acc_t(0);
+      acc_t ggv = Order == 2 ? static_cast<acc_t>(gg[j]) : acc_t(0);
+      scalar_t o = static_cast<scalar_t>(bias_act_element<A, Order, acc_t>(z, gv, ggv, alpha, gain, clamp));
+      out[j] = o;
+      sum += static_cast<acc_t>(o);  // the stored (rounded) value, as a sum over out would see it
+    }
+    total += static_cast<double>(sum);
   }
-  return sum;
+  return total;
 }
 
 // Applies the op to one row of C contiguous elements with per-element bias b[0..C); adds each
@@ -89,7 +42,7 @@ inline acc_t run_span(const scalar_t* __restrict x, const scalar_t* __restrict g
 template <Act A, int Order, typename scalar_t, typename acc_t>
 inline void run_row(const scalar_t* __restrict x, const scalar_t* __restrict b,
                     const scalar_t* __restrict g, const scalar_t* __restrict gg,
-                    scalar_t* __restrict out, int64_t n, acc_t* __restrict acc, acc_t alpha,
+                    scalar_t* __restrict out, int64_t n, double* __restrict acc, acc_t alpha,
                     acc_t gain, acc_t clamp) {
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) {
@@ -98,7 +51,7 @@ inline void run_row(const scalar_t* __restrict x, const scalar_t* __restrict b,
     acc_t ggv = Order == 2 ? static_cast<acc_t>(gg[j]) : acc_t(0);
     scalar_t o = static_cast<scalar_t>(bias_act_element<A, Order, acc_t>(z, gv, ggv, alpha, gain, clamp));
     out[j] = o;
-    if (acc) acc[j] += static_cast<acc_t>(o);
+    if (acc) acc[j] += static_cast<double>(o);
   }
 }
 
@@ -119,7 +72,7 @@ void bias_act_cpu_impl(const BiasActParams& p, at::Tensor* db) {
     // Rows of `inner` elements share one bias value; rows are cut into chunks of kChunk.
     const int64_t chunks_per_row = (inner + kChunk - 1) / kChunk;
     const int64_t items = outer * C * chunks_per_row;
-    std::vector<acc_t> partial(want_db ? items : 0);
+    std::vector<double> partial(want_db ? items : 0);
     const int64_t grain = std::max<int64_t>(1, kChunk / std::min(inner, kChunk));
     at::parallel_for(0, items, grain, [&](int64_t lo, int64_t hi) {
       for (int64_t it = lo; it < hi; ++it) {
@@ -127,26 +80,25 @@ void bias_act_cpu_impl(const BiasActParams& p, at::Tensor* db) {
         const int64_t start = row * inner + k * kChunk;
         const int64_t n = std::min(kChunk, inner - k * kChunk);
         const acc_t bv = b ? static_cast<acc_t>(b[row % C]) : acc_t(0);
-        acc_t s = run_span<A, Order, scalar_t, acc_t>(x + start, g ? g + start : nullptr,
+        double s = run_span<A, Order, scalar_t, acc_t>(x + start, g ? g + start : nullptr,
                                                       gg ? gg + start : nullptr, out + start, n,
                                                       bv, alpha, gain, clamp);
         if (want_db) partial[it] = s;
       }
     });
     if (want_db) {
-      std::vector<acc_t> sums(C, acc_t(0));
-      for (int64_t it = 0; it < items; ++it) sums[(it / chunks_per_row) % C] += partial[it];
-      at::Tensor acc = at::empty({C}, db->options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-      std::copy(sums.begin(), sums.end(), acc.data_ptr<acc_t>());
-      *db = acc.to(db->scalar_type());
+      at::Tensor sums = at::zeros({C}, db->options().dtype(at::kDouble));
+      double* s = sums.data_ptr<double>();
+      for (int64_t it = 0; it < items; ++it) s[(it / chunks_per_row) % C] += partial[it];
+      *db = sums.to(db->scalar_type());
     }
   } else {
     // inner == 1 (channels_last, [N, C]): each row is C elements with the bias vector.
     const int64_t nthreads = at::get_num_threads();
-    std::vector<acc_t> acc(want_db ? nthreads * C : 0, acc_t(0));
+    std::vector<double> acc(want_db ? nthreads * C : 0, 0.0);
     const int64_t grain = std::max<int64_t>(1, kChunk / std::max<int64_t>(C, 1));
     at::parallel_for(0, outer, grain, [&](int64_t lo, int64_t hi) {
-      acc_t* mine = want_db ? acc.data() + at::get_thread_num() * C : nullptr;
+      double* mine = want_db ? acc.data() + at::get_thread_num() * C : nullptr;
       for (int64_t r = lo; r < hi; ++r) {
         const int64_t start = r * C;
         run_row<A, Order, scalar_t, acc_t>(x + start, b, g ? g + start : nullptr,
@@ -155,8 +107,8 @@ void bias_act_cpu_impl(const BiasActParams& p, at::Tensor* db) {
       }
     });
     if (want_db) {
-      at::Tensor sums = at::zeros({C}, db->options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-      acc_t* s = sums.data_ptr<acc_t>();
+      at::Tensor sums = at::zeros({C}, db->options().dtype(at::kDouble));
+      double* s = sums.data_ptr<double>();
       for (int64_t t = 0; t < nthreads; ++t)
         for (int64_t c = 0; c < C; ++c) s[c] += acc[t * C + c];
       *db = sums.to(db->scalar_type());

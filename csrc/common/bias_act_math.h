@@ -63,7 +63,12 @@ template <typename T> struct ActFn<Act::Selu, T> {
   static GANFAST_HD T d2(T z, T) { return z > T(0) ? T(0) : T(kSeluScale * kSeluAlpha) * gf_exp(z); }
 };
 template <typename T> struct ActFn<Act::Softplus, T> {
-  static GANFAST_HD T f(T z, T) { return z > T(kSoftplusThreshold) ? z : gf_log1p(gf_exp(z)); }
+  // log(1 + e^z) = max(z, 0) + log1p(e^-|z|): the log1p argument stays in (0, 1].
+  static GANFAST_HD T f(T z, T) {
+    if (z > T(kSoftplusThreshold)) return z;
+    const T a = z < T(0) ? -z : z;
+    return (z > T(0) ? z : T(0)) + gf_log1p_unit(gf_exp(-a));
+  }
   static GANFAST_HD T d1(T z, T) { return z > T(kSoftplusThreshold) ? T(1) : sigmoid(z); }
   static GANFAST_HD T d2(T z, T) {
     if (z > T(kSoftplusThreshold)) return T(0);
