@@ -65,7 +65,7 @@ def _plan_extensions():
     march = os.environ.get("GANFAST_CPU_ARCH", "native")
     # No -std flag: torch.utils.cpp_extension adds the one its headers need (torch 2.14's
     # headers reject C++17 with "#error C++20 or later compatible compiler is required").
-    cxx_flags = ["-O3", "-fopenmp", "-fno-math-errno"]
+    cxx_flags = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
     if march:
         cxx_flags.append(f"-march={march}")
     exts.append(cpp_extension.CppExtension(

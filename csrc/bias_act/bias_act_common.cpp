@@ -55,7 +55,7 @@ BiasActParams make_bias_act_params(const at::Tensor& x, const c10::optional<at::
   p.outer = p.numel / (p.channels * p.inner);
   p.act = static_cast<int>(act);
   p.order = static_cast<int>(order);
-  p.s = BiasActScalars{alpha, gain, clamp};
+  p.s = BiasActScalars{alpha, gain, host_clamp(clamp)};
   return p;
 }
 

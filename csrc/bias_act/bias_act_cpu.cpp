@@ -3,6 +3,7 @@
 
 #include <ATen/Parallel.h>
 #include <algorithm>
+#include <type_traits>
 
 #include "common/checks.h"
 
@@ -38,20 +39,21 @@ inline double run_span(const scalar_t* __restrict x, const scalar_t* __restrict 
 }
 
 // Applies the op to one row of C contiguous elements with per-element bias b[0..C); adds each
-// output into acc[0..C) when acc != nullptr.
-template <Act A, int Order, typename scalar_t, typename acc_t>
+// output into acc[0..C) when kDb. kBias / kDb are template flags so the loop has no branches.
+template <Act A, int Order, bool kBias, bool kDb, typename scalar_t, typename acc_t>
 inline void run_row(const scalar_t* __restrict x, const scalar_t* __restrict b,
                     const scalar_t* __restrict g, const scalar_t* __restrict gg,
                     scalar_t* __restrict out, int64_t n, double* __restrict acc, acc_t alpha,
                     acc_t gain, acc_t clamp) {
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) {
-    acc_t z = static_cast<acc_t>(x[j]) + (b ? static_cast<acc_t>(b[j]) : acc_t(0));
+    acc_t z = static_cast<acc_t>(x[j]);
+    if (kBias) z += static_cast<acc_t>(b[j]);
     acc_t gv = Order >= 1 ? static_cast<acc_t>(g[j]) : acc_t(0);
     acc_t ggv = Order == 2 ? static_cast<acc_t>(gg[j]) : acc_t(0);
     scalar_t o = static_cast<scalar_t>(bias_act_element<A, Order, acc_t>(z, gv, ggv, alpha, gain, clamp));
     out[j] = o;
-    if (acc) acc[j] += static_cast<double>(o);
+    if (kDb) acc[j] += static_cast<double>(o);
   }
 }
 
@@ -69,27 +71,44 @@ void bias_act_cpu_impl(const BiasActParams& p, at::Tensor* db) {
   const bool want_db = db != nullptr;
 
   if (inner > 1) {
-    // Rows of `inner` elements share one bias value; rows are cut into chunks of kChunk.
+    // Rows of `inner` elements share one bias value. Rows up to kChunk are one work item each
+    // (the channel index is carried, not divided out per row); longer rows are cut into chunks.
     const int64_t chunks_per_row = (inner + kChunk - 1) / kChunk;
     const int64_t items = outer * C * chunks_per_row;
     std::vector<double> partial(want_db ? items : 0);
     const int64_t grain = std::max<int64_t>(1, kChunk / std::min(inner, kChunk));
     at::parallel_for(0, items, grain, [&](int64_t lo, int64_t hi) {
+      if (chunks_per_row == 1) {
+        int64_t c = lo % C;
+        for (int64_t r = lo; r < hi; ++r) {
+          const int64_t start = r * inner;
+          const acc_t bv = b ? static_cast<acc_t>(b[c]) : acc_t(0);
+          const double sum = run_span<A, Order, scalar_t, acc_t>(
+              x + start, g ? g + start : nullptr, gg ? gg + start : nullptr, out + start, inner, bv,
+              alpha, gain, clamp);
+          if (want_db) partial[r] = sum;
+          if (++c == C) c = 0;
+        }
+        return;
+      }
       for (int64_t it = lo; it < hi; ++it) {
         const int64_t row = it / chunks_per_row, k = it % chunks_per_row;
         const int64_t start = row * inner + k * kChunk;
         const int64_t n = std::min(kChunk, inner - k * kChunk);
         const acc_t bv = b ? static_cast<acc_t>(b[row % C]) : acc_t(0);
-        double s = run_span<A, Order, scalar_t, acc_t>(x + start, g ? g + start : nullptr,
-                                                      gg ? gg + start : nullptr, out + start, n,
-                                                      bv, alpha, gain, clamp);
-        if (want_db) partial[it] = s;
+        const double sum = run_span<A, Order, scalar_t, acc_t>(
+            x + start, g ? g + start : nullptr, gg ? gg + start : nullptr, out + start, n, bv, alpha,
+            gain, clamp);
+        if (want_db) partial[it] = sum;
       }
     });
     if (want_db) {
       at::Tensor sums = at::zeros({C}, db->options().dtype(at::kDouble));
       double* s = sums.data_ptr<double>();
-      for (int64_t it = 0; it < items; ++it) s[(it / chunks_per_row) % C] += partial[it];
+      const double* part = partial.data();
+      for (int64_t o = 0; o < outer; ++o)
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t k = 0; k < chunks_per_row; ++k) s[c] += *part++;
       *db = sums.to(db->scalar_type());
     }
   } else {
@@ -97,15 +116,22 @@ void bias_act_cpu_impl(const BiasActParams& p, at::Tensor* db) {
     const int64_t nthreads = at::get_num_threads();
     std::vector<double> acc(want_db ? nthreads * C : 0, 0.0);
     const int64_t grain = std::max<int64_t>(1, kChunk / std::max<int64_t>(C, 1));
-    at::parallel_for(0, outer, grain, [&](int64_t lo, int64_t hi) {
-      double* mine = want_db ? acc.data() + at::get_thread_num() * C : nullptr;
-      for (int64_t r = lo; r < hi; ++r) {
-        const int64_t start = r * C;
-        run_row<A, Order, scalar_t, acc_t>(x + start, b, g ? g + start : nullptr,
-                                           gg ? gg + start : nullptr, out + start, C, mine, alpha,
-                                           gain, clamp);
-      }
-    });
+    auto rows = [&](auto has_bias, auto with_db) {
+      at::parallel_for(0, outer, grain, [&](int64_t lo, int64_t hi) {
+        double* mine = with_db ? acc.data() + at::get_thread_num() * C : nullptr;
+        for (int64_t r = lo; r < hi; ++r) {
+          const int64_t start = r * C;
+          run_row<A, Order, decltype(has_bias)::value, decltype(with_db)::value, scalar_t, acc_t>(
+              x + start, b, g ? g + start : nullptr, gg ? gg + start : nullptr, out + start, C,
+              mine, alpha, gain, clamp);
+        }
+      });
+    };
+    using T_ = std::true_type;
+    using F_ = std::false_type;
+    if (b && want_db) rows(T_{}, T_{});
+    else if (b) rows(T_{}, F_{});
+    else rows(F_{}, F_{});  // no bias, no bias gradient
     if (want_db) {
       at::Tensor sums = at::zeros({C}, db->options().dtype(at::kDouble));
       double* s = sums.data_ptr<double>();

@@ -1,6 +1,6 @@
 // bias_act per-element math, shared by the CPU and CUDA kernels.
 //
-//   z = x + b[c];  y = clamp(gain * f(z), -clamp, clamp)            (clamp < 0: no clamp)
+//   z = x + b[c];  y = clamp(gain * f(z), -clamp, clamp)   (no clamp: +infinity, see host_clamp)
 //   order 0: out = y
 //   order 1: out = g  * gain * f'(z)  * [|gain * f(z)| <= clamp]       (dL/dx given g = dL/dy)
 //   order 2: out = gg * g * gain * f''(z) * [|gain * f(z)| <= clamp]   (d/dz of order 1, times gg)
@@ -63,17 +63,17 @@ template <typename T> struct ActFn<Act::Selu, T> {
   static GANFAST_HD T d2(T z, T) { return z > T(0) ? T(0) : T(kSeluScale * kSeluAlpha) * gf_exp(z); }
 };
 template <typename T> struct ActFn<Act::Softplus, T> {
-  // log(1 + e^z) = max(z, 0) + log1p(e^-|z|): the log1p argument stays in (0, 1].
+  // log(1 + e^z) = max(z, 0) + log1p(e^-|z|): the log1p argument stays in (0, 1]. Selects, not
+  // branches, so the CPU loops vectorize.
   static GANFAST_HD T f(T z, T) {
-    if (z > T(kSoftplusThreshold)) return z;
     const T a = z < T(0) ? -z : z;
-    return (z > T(0) ? z : T(0)) + gf_log1p_unit(gf_exp(-a));
+    const T soft = (z > T(0) ? z : T(0)) + gf_log1p_unit(gf_exp(-a));
+    return z > T(kSoftplusThreshold) ? z : soft;
   }
   static GANFAST_HD T d1(T z, T) { return z > T(kSoftplusThreshold) ? T(1) : sigmoid(z); }
   static GANFAST_HD T d2(T z, T) {
-    if (z > T(kSoftplusThreshold)) return T(0);
-    T s = sigmoid(z);
-    return s * (T(1) - s);
+    const T s = sigmoid(z);
+    return z > T(kSoftplusThreshold) ? T(0) : s * (T(1) - s);
   }
 };
 template <typename T> struct ActFn<Act::Swish, T> {
@@ -90,24 +90,24 @@ GANFAST_HD bool act_has_zero_second_derivative(int act) {
 struct BiasActScalars {
   double alpha;  // lrelu slope / elu alpha
   double gain;   // multiplier after the activation
-  double clamp;  // < 0: no clamping
+  double clamp;  // output bound; +infinity when the op does not clamp
 };
 
-// One element of the fused op. T is the compute type (float or double); g, gg unused below their order.
+// The public API says "clamp < 0: no clamp"; the kernels want a branch-free bound.
+inline double host_clamp(double clamp) { return clamp < 0 ? INFINITY : clamp; }
+
+// One element of the fused op. T is the compute type (float or double); g, gg unused below their
+// order. Branch-free (selects only) so that the CPU loops vectorize.
 template <Act A, int Order, typename T>
 GANFAST_HD T bias_act_element(T z, T g, T gg, T alpha, T gain, T clamp) {
   using F = ActFn<A, T>;
+  const T y = F::f(z, alpha) * gain;
   if (Order == 0) {
-    T y = F::f(z, alpha) * gain;
-    if (clamp >= T(0)) y = y > clamp ? clamp : (y < -clamp ? -clamp : y);
-    return y;
+    const T lo = y < -clamp ? -clamp : y;
+    return lo > clamp ? clamp : lo;
   }
   // Gradient mask of the clamp; PyTorch's clamp passes the gradient on the closed interval.
-  T pass = T(1);
-  if (clamp >= T(0)) {
-    T y = F::f(z, alpha) * gain;
-    pass = (y <= clamp && y >= -clamp) ? T(1) : T(0);
-  }
+  const T pass = (y <= clamp && y >= -clamp) ? T(1) : T(0);
   if (Order == 1) return g * gain * F::d1(z, alpha) * pass;
   return gg * g * gain * F::d2(z, alpha) * pass;
 }

@@ -2,6 +2,7 @@
 // test suite exercises exactly the arithmetic the GPU runs.
 #pragma once
 #include <cmath>
+#include <math.h>  // INFINITY
 
 #if defined(__CUDACC__)
 #define GANFAST_HD __host__ __device__ __forceinline__
