@@ -44,12 +44,24 @@ def _layout_of(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(ref).copy_(t)
 
 
+def _is_dense(t: torch.Tensor) -> bool:
+    """Non-overlapping and dense: the strides are a permutation of some contiguous layout's."""
+    if t.is_contiguous() or (t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last)):
+        return True
+    expected = 1
+    dims = sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1)
+    for stride, size in dims:
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
 def _dense(t: torch.Tensor) -> torch.Tensor:
     """t itself when non-overlapping and dense, else a copy in the layout torch.empty_like picks."""
-    out = torch.empty_like(t)
-    if out.stride() == t.stride():
+    if _is_dense(t):
         return t
-    return out.copy_(t)
+    return torch.empty_like(t).copy_(t)
 
 
 def _run(order: int, x, b, g, gg, dim, act, alpha, gain, clamp, want_db, backend):
