@@ -167,6 +167,23 @@ def requested_backend(backend: Optional[str] = None) -> Optional[str]:
 
 
 _warned: set = set()
+# (op, backend, (device type, dtype) of each tensor, interpreter flag) -> reasons. The verdict
+# depends only on that signature, and dispatch runs on every call of every op.
+_verdicts: dict = {}
+
+
+def _reasons(op: str, name: str, tensors: list) -> list[str]:
+    key = (op, name, tuple((t.device.type, t.dtype) for t in tensors if t is not None), triton_interpret())
+    found = _verdicts.get(key)
+    if found is None:
+        found = _verdicts[key] = _BACKENDS[name].not_supported_reasons(op, tensors)
+    return found
+
+
+def clear_cache() -> None:
+    """Forget cached support verdicts (after an extension or the environment changed)."""
+    _verdicts.clear()
+    _warned.clear()
 
 
 def select(op: str, tensors: Iterable[Optional[torch.Tensor]], backend: Optional[str] = None) -> str:
@@ -174,14 +191,14 @@ def select(op: str, tensors: Iterable[Optional[torch.Tensor]], backend: Optional
     tensors = list(tensors)
     requested = requested_backend(backend)
     if requested is not None:
-        reasons = _BACKENDS[requested].not_supported_reasons(op, tensors)
+        reasons = _reasons(op, requested, tensors)
         if reasons:
             raise BackendNotSupported(f"ganfast.ops.{op}: backend '{requested}' cannot run this call: " + "; ".join(reasons))
         return requested
     device = next(t.device for t in tensors if t is not None)
     skipped = []
     for name in AUTO_ORDER.get(device.type, ("reference",)):
-        reasons = _BACKENDS[name].not_supported_reasons(op, tensors)
+        reasons = _reasons(op, name, tensors)
         if not reasons:
             if skipped:
                 key = (op, name, tuple(skipped))

@@ -219,6 +219,7 @@ def test_automatic_fallback_warns_once_and_is_correct(monkeypatch):
     monkeypatch.setattr(backends, "_unavailable_reason",
                         lambda name: "simulated: extension missing" if name == "cpu" else real(name))
     monkeypatch.setattr(backends, "_warned", set())
+    monkeypatch.setattr(backends, "_verdicts", {})
     x, b = torch.randn(3, 4, 5), torch.randn(4)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

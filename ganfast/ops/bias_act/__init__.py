@@ -128,11 +128,12 @@ def _setup_fwd(ctx, inputs, output):
     _save(ctx, (x, b), output, names=dict(has_b=b is not None, args=(dim, act, alpha, gain, clamp), backend=backend))
 
 
-def _backward_fwd(ctx, dy):
+def _backward_fwd(ctx, dy, grad_op=None):
+    grad_op = grad_op or torch.ops.ganfast.bias_act_grad
     x, b = ctx.saved_tensors
     dim, act, alpha, gain, clamp = ctx.args
     want_db = ctx.has_b and ctx.needs_input_grad[1]
-    dx, db = torch.ops.ganfast.bias_act_grad(dy, x, b, dim, act, alpha, gain, clamp, want_db, ctx.backend)
+    dx, db = grad_op(dy, x, b, dim, act, alpha, gain, clamp, want_db, ctx.backend)
     return dx, (db if want_db else None), None, None, None, None, None, None
 
 
@@ -141,7 +142,9 @@ def _setup_grad(ctx, inputs, output):
     _save(ctx, (g, x, b), output, names=dict(has_b=b is not None, args=(dim, act, alpha, gain, clamp), backend=backend))
 
 
-def _backward_grad(ctx, gdx, gdb):
+def _backward_grad(ctx, gdx, gdb, grad_op=None, grad2_op=None):
+    grad_op = grad_op or torch.ops.ganfast.bias_act_grad
+    grad2_op = grad2_op or torch.ops.ganfast.bias_act_grad2
     g, x, b = ctx.saved_tensors
     dim, act, alpha, gain, clamp = ctx.args
     # db = sum(dx) over every dim but `dim`, so its gradient reaches dx broadcast along dim.
@@ -153,11 +156,11 @@ def _backward_grad(ctx, gdx, gdb):
         return (None,) * 10
     d_g = d_x = d_b = None
     if ctx.needs_input_grad[0]:
-        d_g, _ = torch.ops.ganfast.bias_act_grad(gt, x, b, dim, act, alpha, gain, clamp, False, ctx.backend)
+        d_g, _ = grad_op(gt, x, b, dim, act, alpha, gain, clamp, False, ctx.backend)
     wants_x = ctx.needs_input_grad[1] or (ctx.has_b and ctx.needs_input_grad[2])
     if wants_x and not ACTIVATIONS[act].zero_second_derivative:
         want_db = ctx.has_b and ctx.needs_input_grad[2]
-        d_x, db = torch.ops.ganfast.bias_act_grad2(gt, g, x, b, dim, act, alpha, gain, clamp, want_db, ctx.backend)
+        d_x, db = grad2_op(gt, g, x, b, dim, act, alpha, gain, clamp, want_db, ctx.backend)
         d_b = db if want_db else None
     return d_g, d_x, d_b, None, None, None, None, None, None, None
 
@@ -171,6 +174,54 @@ def _backward_grad2(ctx, *grads):
 _bias_act_op.register_autograd(_backward_fwd, setup_context=_setup_fwd)
 _bias_act_grad_op.register_autograd(_backward_grad, setup_context=_setup_grad)
 _bias_act_grad2_op.register_autograd(_backward_grad2, setup_context=lambda ctx, inputs, output: None)
+
+
+# ---- the same three ops as autograd.Functions, for eager mode ----
+# torch.library's autograd wrapper costs ~50 us a call in eager mode, which dominates small layers
+# (a 4x4x512 map). Outside torch.compile the public function uses these Functions instead; they
+# share the setup and backward bodies above and call the same kernels.
+
+class _BiasActFn(torch.autograd.Function):
+    # forward(ctx, ...) rather than a separate setup_context: apply() then skips a per-call
+    # inspect.signature bind (~60 us).
+    @staticmethod
+    def forward(ctx, x, b, dim, act, alpha, gain, clamp, backend):
+        out = _run(0, x, b, None, None, dim, act, alpha, gain, clamp, False, backend)[0]
+        _setup_fwd(ctx, (x, b, dim, act, alpha, gain, clamp, backend), out)
+        return out
+
+    @staticmethod
+    def backward(ctx, dy):
+        return _backward_fwd(ctx, dy, grad_op=_BiasActGradFn.apply)
+
+
+class _BiasActGradFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, g, x, b, dim, act, alpha, gain, clamp, want_db, backend):
+        out = _run(1, x, b, g, None, dim, act, alpha, gain, clamp, want_db, backend)
+        _setup_grad(ctx, (g, x, b, dim, act, alpha, gain, clamp, want_db, backend), out)
+        return out
+
+    @staticmethod
+    def backward(ctx, gdx, gdb):
+        return _backward_grad(ctx, gdx, gdb, grad_op=_BiasActGradFn.apply, grad2_op=_BiasActGrad2Fn.apply)
+
+
+class _BiasActGrad2Fn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gg, g, x, b, dim, act, alpha, gain, clamp, want_db, backend):
+        return _run(2, x, b, g, gg, dim, act, alpha, gain, clamp, want_db, backend)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return _backward_grad2(ctx, *grads)
+
+
+def _eager(*tensors) -> bool:
+    """True outside torch.compile / tracing: plain tensors only (no fake or proxy subclasses)."""
+    if torch.compiler.is_compiling():
+        return False
+    return all(t is None or type(t) in (torch.Tensor, torch.nn.Parameter) for t in tensors)
 
 
 # ---- public API ----
@@ -231,4 +282,6 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
     name = backends.requested_backend(backend)
     if name == "reference":
         return bias_act_ref(x, b, dim, act, alpha, gain, clamp)
+    if _eager(x, b):
+        return _BiasActFn.apply(x, b, dim, act, alpha, gain, clamp, name or "")
     return torch.ops.ganfast.bias_act(x, b, dim, act, alpha, gain, clamp, name or "")
