@@ -305,3 +305,15 @@ def test_bias_act_module():
         ganfast.nn.BiasAct(4, act="mish")
     with pytest.raises(ValueError, match="channels must be a positive int"):
         ganfast.nn.BiasAct(0)
+
+
+@needs_cpu_ext
+@pytest.mark.parametrize("act", ["tanh", "lrelu"])
+def test_custom_op_path_differentiates_twice(act):
+    # The public function takes autograd.Functions in eager mode; the custom ops (what
+    # torch.compile sees) carry their own registered autograd: check it to second order too.
+    x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, b: torch.ops.ganfast.bias_act(x, b, 1, act, 0.2, 1.3, 1.5, "cpu")
+    assert torch.autograd.gradcheck(fn, (x, b))
+    assert torch.autograd.gradgradcheck(fn, (x, b))
