@@ -5,7 +5,8 @@
 //   order 1: out = g  * gain * f'(z)  * [|gain * f(z)| <= clamp]       (dL/dx given g = dL/dy)
 //   order 2: out = gg * g * gain * f''(z) * [|gain * f(z)| <= clamp]   (d/dz of order 1, times gg)
 // Derivative conventions at kinks follow PyTorch's autograd: relu'(0) = 0, lrelu'(0) = alpha,
-// elu/selu use the negative branch at 0, softplus is linear above z > 20 (beta = 1).
+// elu/selu use the negative branch at 0 for f' but not for f'' (PyTorch's double backward tests
+// z < 0 strictly), softplus is linear above z > 20 (beta = 1).
 #pragma once
 #include "common/host_device.h"
 
@@ -53,14 +54,14 @@ template <typename T> struct ActFn<Act::Sigmoid, T> {
 template <typename T> struct ActFn<Act::Elu, T> {
   static GANFAST_HD T f(T z, T a) { return z > T(0) ? z : a * (gf_exp(z) - T(1)); }
   static GANFAST_HD T d1(T z, T a) { return z > T(0) ? T(1) : a * gf_exp(z); }
-  static GANFAST_HD T d2(T z, T a) { return z > T(0) ? T(0) : a * gf_exp(z); }
+  static GANFAST_HD T d2(T z, T a) { return z < T(0) ? a * gf_exp(z) : T(0); }
 };
 template <typename T> struct ActFn<Act::Selu, T> {
   static GANFAST_HD T f(T z, T) {
     return T(kSeluScale) * (z > T(0) ? z : T(kSeluAlpha) * (gf_exp(z) - T(1)));
   }
   static GANFAST_HD T d1(T z, T) { return T(kSeluScale) * (z > T(0) ? T(1) : T(kSeluAlpha) * gf_exp(z)); }
-  static GANFAST_HD T d2(T z, T) { return z > T(0) ? T(0) : T(kSeluScale * kSeluAlpha) * gf_exp(z); }
+  static GANFAST_HD T d2(T z, T) { return z < T(0) ? T(kSeluScale * kSeluAlpha) * gf_exp(z) : T(0); }
 };
 template <typename T> struct ActFn<Act::Softplus, T> {
   // log(1 + e^z) = max(z, 0) + log1p(e^-|z|): the log1p argument stays in (0, 1]. Selects, not

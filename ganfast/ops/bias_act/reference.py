@@ -104,5 +104,7 @@ def run(order: int, x: torch.Tensor, b: Optional[torch.Tensor], g: Optional[torc
     db = None
     if want_db and b is not None:
         dims = [i for i in range(x.ndim) if i != dim]
-        db = out.sum(dim=dims, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32).to(b.dtype)
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        # sum(dim=[]) would reduce everything: a 1-D x has nothing to reduce over.
+        db = (out.sum(dim=dims, dtype=acc) if dims else out.to(acc)).to(b.dtype)
     return out, db

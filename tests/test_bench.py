@@ -1,0 +1,174 @@
+"""The benchmark harness produces well-formed rows. No timing assertions: performance lives in
+bench/, never in tests."""
+import datetime
+import itertools
+import json
+import math
+
+import pytest
+import torch
+
+from ganfast import backends, bench
+from ganfast.bench import COMPILE, EAGER, MODES, ROW_FIELDS, BenchCase
+from ganfast.bench.bias_act import SPEC
+
+TINY = BenchCase("test", "tiny", (2, 3, 4, 4), {"act": "lrelu", "alpha": 0.2, "gain": math.sqrt(2), "clamp": 256.0})
+
+
+def _run(tmp_path, **kw):
+    kw = {"device": "cpu", "cases": [TINY], "warmup": 0, "repeats": 2, "compile": False, "out_dir": str(tmp_path), **kw}
+    return bench.run_bench(SPEC, **kw)
+
+
+def _by(rows, backend, mode):
+    (row,) = [r for r in rows if r["backend"] == backend and r["mode"] == mode]
+    return row
+
+
+# 'reference' runs everywhere; 'cpu' where the extension is built; 'cuda' never on CPU tensors,
+# so it must come back as a skipped row.
+BACKENDS = ("reference", "cpu", "cuda")
+CPU_EXT_WHY_NOT = backends.get_backend("cpu").unavailable_reason()
+
+
+@pytest.fixture(scope="module")
+def tiny_rows(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    rows = bench.run_bench(SPEC, device="cpu", cases=[TINY], warmup=0, repeats=2, compile=False,
+                           modes=MODES, backends=BACKENDS, out_dir=str(out))
+    return rows, out
+
+
+def test_rows_have_every_field_in_order(tiny_rows):
+    rows, _ = tiny_rows
+    assert len(rows) == len(MODES) * (1 + len(BACKENDS))  # eager + each backend, per mode
+    for row in rows:
+        assert tuple(row) == ROW_FIELDS
+        assert row["op"] == "bias_act" and row["device"] == "cpu" and row["dtype"] == "float32"
+        assert row["shape"] == [2, 3, 4, 4] and row["shape_label"] == "tiny" and row["shape_set"] == "test"
+        assert row["machine"]["cpu_count"] >= 1 and row["machine"]["platform"]
+        assert row["torch"] == torch.__version__ and row["ganfast"]
+        assert isinstance(row["git_sha"], str) and row["git_sha"]
+        assert datetime.datetime.fromisoformat(row["timestamp"]).utcoffset() == datetime.timedelta(0)
+        assert row["run_id"] == rows[0]["run_id"]
+
+
+def test_ok_rows_are_consistent(tiny_rows):
+    rows, _ = tiny_rows
+    ok_backends = (EAGER, "reference") + (("cpu",) if CPU_EXT_WHY_NOT is None else ())
+    for mode in MODES:
+        for backend in ok_backends:
+            row = _by(rows, backend, mode)
+            assert row["status"] == "ok", row["reason"]
+            assert row["reason"] is None and row["repeats"] == 2 and row["warmup"] == 0
+            assert 0 < row["p20_ms"] <= row["median_ms"] <= row["p80_ms"]
+            assert row["bytes_moved"] == SPEC.bytes_moved(TINY, mode, torch.float32)
+            assert row["gbps"] == pytest.approx(row["bytes_moved"] / (row["median_ms"] * 1e-3) / 1e9, rel=1e-3)
+            eager = _by(rows, EAGER, mode)
+            assert row["ratio_vs_eager"] == pytest.approx(eager["median_ms"] / row["median_ms"], rel=1e-3)
+            assert row["ratio_vs_compile"] is None  # compile=False: no compiled baseline
+            assert row["compile_time_s"] is None and row["first_call_s"] > 0
+            assert row["peak_mem_mb"] is None and "not measured" in row["peak_mem_method"]
+        assert _by(rows, EAGER, mode)["ratio_vs_eager"] == 1.0
+
+
+def test_unavailable_backend_is_a_skipped_row_with_reason(tiny_rows):
+    rows, _ = tiny_rows
+    skipped = ["cuda"] + (["cpu"] if CPU_EXT_WHY_NOT is not None else [])
+    for mode, name in itertools.product(MODES, skipped):
+        row = _by(rows, name, mode)
+        assert row["status"] == "skipped"
+        assert row["error_type"] == "ganfast.backends.BackendNotSupported"
+        assert row["reason"].startswith("BackendNotSupported: ") and f"backend '{name}'" in row["reason"]
+        # no NaN stand-ins: the timing fields are absent (null), not numbers
+        for field in ("median_ms", "p20_ms", "p80_ms", "gbps", "ratio_vs_eager", "ratio_vs_compile"):
+            assert row[field] is None
+
+
+def test_rows_are_appended_as_json_lines(tiny_rows, tmp_path):
+    rows, out = tiny_rows
+    path = out / "bias_act.jsonl"
+    assert bench.load_rows(str(path)) == json.loads(json.dumps(rows))
+    assert "NaN" not in path.read_text()
+    bench.append_rows(str(path), rows[:2])  # appending keeps what was there
+    assert len(bench.load_rows(str(path))) == len(rows) + 2
+
+
+def test_table_lists_every_backend_and_the_skip_reason(tiny_rows):
+    rows, _ = tiny_rows
+    text = bench.format_case_table(rows)
+    for name in (EAGER,) + BACKENDS:
+        assert name in text
+    assert "skipped: BackendNotSupported" in text and "2x-bwd" in text
+
+
+def test_latest_rows_keeps_the_newest_per_key(tiny_rows):
+    rows, _ = tiny_rows
+    older = [dict(r, timestamp="2000-01-01T00:00:00+00:00", median_ms=-1.0) for r in rows]
+    latest = bench.latest_rows(older + rows)
+    assert len(latest) == len(rows) and all(r["median_ms"] != -1.0 for r in latest)
+
+
+@pytest.mark.slow
+def test_compile_reference_row(tmp_path):
+    # torch.compile on CPU needs a C++ compiler; its compile time is recorded apart from the timing.
+    rows = _run(tmp_path, compile=True, modes=("forward",))
+    compiled = _by(rows, COMPILE, "forward")
+    if compiled["status"] != "ok":
+        pytest.skip(f"torch.compile cannot run here: {compiled['reason']}")
+    assert compiled["compile_time_s"] > 0
+    assert compiled["ratio_vs_compile"] == 1.0
+    for row in rows:
+        if row["status"] == "ok":
+            assert row["ratio_vs_compile"] == pytest.approx(compiled["median_ms"] / row["median_ms"], rel=1e-3)
+        else:
+            assert row["ratio_vs_compile"] is None
+
+
+def test_make_step_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        bench.harness.make_step("sideways", lambda x: x, (torch.zeros(1),), torch.zeros(1))
+
+
+def test_get_spec_names_known_ops():
+    assert bench.get_spec("bias_act") is SPEC
+    with pytest.raises(ValueError, match="known ops: bias_act"):
+        bench.get_spec("no_such_op")
+
+
+def test_bias_act_shape_sets_are_the_real_layers():
+    def shapes(name):
+        return [c.shape for c in SPEC.cases(name, batch=4)]
+
+    assert shapes("stylegan2-256") == [(4, 512, 4, 4), (4, 512, 8, 8), (4, 512, 16, 16), (4, 512, 32, 32),
+                                       (4, 256, 64, 64), (4, 128, 128, 128), (4, 64, 256, 256)]
+    assert shapes("stylegan2-1024")[-5:] == [(4, 512, 64, 64), (4, 256, 128, 128), (4, 128, 256, 256),
+                                             (4, 64, 512, 512), (4, 32, 1024, 1024)]
+    assert shapes("biggan-128") == [(4, 1536, 4, 4), (4, 1536, 8, 8), (4, 768, 16, 16), (4, 384, 32, 32),
+                                    (4, 192, 64, 64), (4, 96, 128, 128)]
+    for name in SPEC.shape_sets:
+        quick = SPEC.cases(name, batch=1, quick=True)
+        assert 0 < len(quick) < len(SPEC.cases(name, batch=1))
+    with pytest.raises(ValueError, match="known: stylegan2-256"):
+        SPEC.cases("stylegan3", batch=1)
+
+
+def test_bias_act_bytes_model():
+    n, c = 2 * 3 * 4 * 4, 3
+    assert SPEC.bytes_moved(TINY, "forward", torch.float32) == (2 * n + c) * 4
+    assert SPEC.bytes_moved(TINY, "backward", torch.float16) == (3 * n + 2 * c) * 2
+    assert SPEC.bytes_moved(TINY, "forward+backward", torch.float32) == (5 * n + 3 * c) * 4
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_rows_record_peak_memory_and_gpu(tmp_path):
+    rows = _run(tmp_path, device="cuda", modes=("forward", "forward+backward"), backends=("reference", "triton", "cuda"))
+    eager = _by(rows, EAGER, "forward")
+    assert eager["status"] == "ok" and eager["peak_mem_mb"] >= 0
+    assert "max_memory_allocated" in eager["peak_mem_method"]
+    assert eager["machine"]["gpu"] == torch.cuda.get_device_name()
+    for row in rows:  # every backend either ran or says why not
+        assert (row["status"] == "ok") == (row["reason"] is None)
+        if row["status"] == "ok":
+            assert 0 < row["p20_ms"] <= row["median_ms"] <= row["p80_ms"]
