@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from ganfast import backends
+from ganfast.ops._layout import dense, layout_of
 from ganfast.ops.bias_act.reference import ACTIVATIONS, bias_act_ref, bias_shape
 
 __all__ = ["bias_act", "BIAS_ACT_ACTIVATIONS", "resolve_args"]
@@ -37,38 +38,11 @@ def _impl(name: str):
     return importlib.import_module(f"ganfast.ops.bias_act.{name}")
 
 
-def _layout_of(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """t with exactly ref's strides (ref dense); copies only when they differ."""
-    if t.stride() == ref.stride():
-        return t
-    return torch.empty_like(ref).copy_(t)
-
-
-def _is_dense(t: torch.Tensor) -> bool:
-    """Non-overlapping and dense: the strides are a permutation of some contiguous layout's."""
-    if t.is_contiguous() or (t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last)):
-        return True
-    expected = 1
-    dims = sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1)
-    for stride, size in dims:
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
-def _dense(t: torch.Tensor) -> torch.Tensor:
-    """t itself when non-overlapping and dense, else a copy in the layout torch.empty_like picks."""
-    if _is_dense(t):
-        return t
-    return torch.empty_like(t).copy_(t)
-
-
 def _run(order: int, x, b, g, gg, dim, act, alpha, gain, clamp, want_db, backend):
-    x = _dense(x)
+    x = dense(x)
     b = b.contiguous() if b is not None else None
-    g = _layout_of(g, x) if g is not None else None
-    gg = _layout_of(gg, x) if gg is not None else None
+    g = layout_of(g, x) if g is not None else None
+    gg = layout_of(gg, x) if gg is not None else None
     name = backends.select(OP, (x, b, g, gg), backend or None)
     out, db = _impl(name).run(order, x, b, g, gg, dim, act, alpha, gain, clamp, want_db and b is not None)
     if db is None:

@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from ganfast.ops.bias_act.reference import ACTIVATIONS
+from ganfast.ops._layout import is_dense
 
 # Activation codes (ganfast::Act) as compile-time constants for the kernels.
 _LINEAR = tl.constexpr(ACTIVATIONS["linear"].code)
@@ -306,22 +307,10 @@ def _memory_view(x: torch.Tensor, dim: int) -> tuple[int, int, int]:
     return x.numel() // (channels * inner), channels, inner
 
 
-def _is_dense(t: torch.Tensor) -> bool:
-    """Non-overlapping and dense: the dims, ordered by stride, tile the storage exactly."""
-    if t.numel() == 0:
-        return True
-    expected = 1
-    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
 def _check_args(order, x, b, g, gg, out, dim):
     if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise TypeError(f"bias_act (triton): x must be float16, bfloat16 or float32, got {x.dtype}")
-    if not _is_dense(x):
+    if not is_dense(x):
         raise ValueError(f"bias_act (triton): x must be non-overlapping and dense, got strides {x.stride()}")
     if b is not None and (b.shape != (x.shape[dim],) or not b.is_contiguous() or b.dtype != x.dtype):
         raise ValueError(f"bias_act (triton): b must be a contiguous [{x.shape[dim]}] {x.dtype} tensor, "

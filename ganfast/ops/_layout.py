@@ -1,0 +1,27 @@
+"""Memory-layout helpers shared by every op's Python side."""
+from __future__ import annotations
+
+import torch
+
+
+def is_dense(t: torch.Tensor) -> bool:
+    """Non-overlapping and dense: the dims, ordered by stride, tile the storage exactly
+    (contiguous, channels_last, or any permutation of them)."""
+    if t.numel() == 0 or t.is_contiguous():
+        return True
+    expected = 1
+    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def dense(t: torch.Tensor) -> torch.Tensor:
+    """t itself when non-overlapping and dense, else a copy in the layout torch.empty_like picks."""
+    return t if is_dense(t) else torch.empty_like(t).copy_(t)
+
+
+def layout_of(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """t with exactly ref's strides (ref dense); copies only when they differ."""
+    return t if t.stride() == ref.stride() else torch.empty_like(ref).copy_(t)
