@@ -12,7 +12,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #else
   m.def("bias_act", &ganfast::bias_act_cpu,
 #endif
-        "bias_act kernel: returns [out, db]; order 0 forward, 1 gradient, 2 second-order term",
+        "bias_act kernel: returns [out, db]; order 0 forward, 1 gradient, 2 second-order term; "
+        "out: optional preallocated output with x's layout",
         py::arg("x"), py::arg("b"), py::arg("g"), py::arg("gg"), py::arg("order"), py::arg("dim"),
-        py::arg("act"), py::arg("alpha"), py::arg("gain"), py::arg("clamp"), py::arg("want_db"));
+        py::arg("act"), py::arg("alpha"), py::arg("gain"), py::arg("clamp"), py::arg("want_db"), py::arg("out") = py::none());
 }

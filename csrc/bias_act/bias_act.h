@@ -36,19 +36,25 @@ void check_bias_act_args(const at::Tensor& x, const c10::optional<at::Tensor>& b
                          const c10::optional<at::Tensor>& g, const c10::optional<at::Tensor>& gg,
                          int64_t order, int64_t dim, int64_t act);
 
+// The output tensor: `out` when given (checked to have x's shape, strides, dtype and device; the
+// tests pass a NaN-filled one so an unwritten element fails), else a new tensor like x.
+at::Tensor bias_act_output(const at::Tensor& x, const c10::optional<at::Tensor>& out);
+
 // Returns {out, db}; db (the sum of out over every dim but `dim`, in b's dtype) is an undefined
 // tensor unless want_db and b is given.
 std::vector<at::Tensor> bias_act_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& b,
                                      const c10::optional<at::Tensor>& g,
                                      const c10::optional<at::Tensor>& gg, int64_t order,
                                      int64_t dim, int64_t act, double alpha, double gain,
-                                     double clamp, bool want_db);
+                                     double clamp, bool want_db,
+                                     const c10::optional<at::Tensor>& out = c10::nullopt);
 #ifdef GANFAST_WITH_CUDA
 std::vector<at::Tensor> bias_act_cuda(const at::Tensor& x, const c10::optional<at::Tensor>& b,
                                       const c10::optional<at::Tensor>& g,
                                       const c10::optional<at::Tensor>& gg, int64_t order,
                                       int64_t dim, int64_t act, double alpha, double gain,
-                                      double clamp, bool want_db);
+                                      double clamp, bool want_db,
+                                     const c10::optional<at::Tensor>& out = c10::nullopt);
 #endif
 
 // Dispatches a runtime (act, order) pair to a functor templated on both.

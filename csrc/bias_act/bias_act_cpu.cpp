@@ -148,10 +148,11 @@ std::vector<at::Tensor> bias_act_cpu(const at::Tensor& x, const c10::optional<at
                                      const c10::optional<at::Tensor>& g,
                                      const c10::optional<at::Tensor>& gg, int64_t order,
                                      int64_t dim, int64_t act, double alpha, double gain,
-                                     double clamp, bool want_db) {
+                                     double clamp, bool want_db,
+                                     const c10::optional<at::Tensor>& out_opt) {
   GANFAST_CHECK_DEVICE(x, at::kCPU, "x");
   check_bias_act_args(x, b, g, gg, order, dim, act);
-  at::Tensor out = at::empty_like(x);  // same dense strides as x
+  at::Tensor out = bias_act_output(x, out_opt);  // x's dense strides
   const bool with_db = want_db && b.has_value();
   at::Tensor db;
   if (with_db) db = at::empty({x.size(dim)}, x.options());

@@ -116,3 +116,38 @@ def gain_of(act):
 
 __all__ = ["ACTS", "SHAPES", "TOLERANT_DTYPES", "make_input", "make_bias", "resolved",
            "forward_and_grads", "check_backend_against_oracle", "gain_of", "math"]
+
+
+def check_poisoned_output(run, device="cpu", dtypes=(torch.float32, torch.float16)):
+    """`run` is a backend module's kernel contract `run(order, ..., want_db, out=)`: hand it
+    NaN-filled outputs and compare with the reference's contract, so an element the kernel never
+    writes fails. Orders 0/1/2, NCHW, channels_last, [N, C], sizes that divide no block."""
+    from ganfast.ops.bias_act import reference
+    from ganfast.testing import poison_like
+    for dtype in dtypes:
+        for shape, layout, dim in (((2, 5, 7, 3), "contiguous", 1), ((2, 6, 5, 3), "channels_last", 1),
+                                   ((13, 7), "contiguous", 1), ((1, 3, 1, 1), "contiguous", 1)):
+            x64 = make_input(shape, layout, torch.float64, seed=5)
+            b64 = make_bias(x64.shape[dim], torch.float64, seed=6)
+            g64 = torch.randn(x64.shape, dtype=torch.float64).to(memory_format=torch.channels_last) \
+                if layout == "channels_last" else torch.randn(x64.shape, dtype=torch.float64)
+            gg64 = torch.randn_like(g64)
+            # Round the inputs to dtype first: this check is about unwritten elements, and an input
+            # that rounding moves across the clamp bound would flip a whole gradient element.
+            x64, b64, g64, gg64 = (t.to(dtype).double() for t in (x64, b64, g64, gg64))
+            for order in (0, 1, 2):
+                args = (dim, "swish", 0.0, 1.3, 2.0, True)
+                want, want_db = reference.run(order, x64, b64, g64 if order else None,
+                                              gg64 if order == 2 else None, *args)
+                cast = lambda t: t.to(device=device, dtype=dtype)
+                x = cast(x64)
+                out = poison_like(x)
+                got, got_db = run(order, x, cast(b64), cast(g64) if order else None,
+                                  cast(gg64) if order == 2 else None, *args, out=out)
+                assert got.data_ptr() == out.data_ptr(), "the kernel must write into the given out"
+                name = f"poisoned {layout}{shape} order {order}"
+                assert torch.isfinite(got).all(), f"{name}: unwritten (NaN) elements remain"
+                tol = 1e-5 if dtype == torch.float32 else 2e-2
+                torch.testing.assert_close(got.double().cpu(), want, rtol=tol, atol=tol, msg=name)
+                torch.testing.assert_close(got_db.double().cpu(), want_db, rtol=tol, atol=tol * x.numel() ** 0.5,
+                                           msg=name + " db")

@@ -317,3 +317,18 @@ def test_custom_op_path_differentiates_twice(act):
     fn = lambda x, b: torch.ops.ganfast.bias_act(x, b, 1, act, 0.2, 1.3, 1.5, "cpu")
     assert torch.autograd.gradcheck(fn, (x, b))
     assert torch.autograd.gradgradcheck(fn, (x, b))
+
+
+@needs_cpu_ext
+def test_cpu_kernel_writes_every_output_element():
+    from ganfast.ops.bias_act import cpu
+    from .bias_act_cases import check_poisoned_output
+    check_poisoned_output(cpu.run, "cpu", dtypes=(torch.float32, torch.float16, torch.bfloat16, torch.float64))
+
+
+@needs_cpu_ext
+def test_cpu_kernel_rejects_out_of_wrong_layout():
+    ext = ganfast._ext.extension("cpu")
+    x = torch.randn(2, 4, 3, 3)
+    with pytest.raises(RuntimeError, match="out must match x"):
+        ext.bias_act(x, None, None, None, 0, 1, 2, 0.2, 1.0, -1.0, False, torch.empty_like(x, memory_format=torch.channels_last))

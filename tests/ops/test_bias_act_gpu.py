@@ -276,3 +276,12 @@ def test_cuda_kernel_64bit_indexing():
     for rows in (slice(0, 1000), slice(x.shape[0] - 1000, None)):
         want = F.leaky_relu(x[rows].float() + b.float(), 0.2).half()
         torch.testing.assert_close(out[rows], want, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+def test_kernels_write_every_output_element(backend):
+    import importlib
+    from .bias_act_cases import check_poisoned_output
+    _require(backend)
+    mod = importlib.import_module(f"ganfast.ops.bias_act.{backend}")
+    check_poisoned_output(mod.run, "cuda", dtypes=(torch.float32, torch.float16, torch.bfloat16))

@@ -11,7 +11,7 @@ from ganfast.ops.bias_act.reference import ACTIVATIONS
 
 def run(order: int, x: torch.Tensor, b: Optional[torch.Tensor], g: Optional[torch.Tensor],
         gg: Optional[torch.Tensor], dim: int, act: str, alpha: float, gain: float, clamp: float,
-        want_db: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        want_db: bool, out: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     out, db = _ext.extension("cpu").bias_act(x, b, g, gg, order, dim, ACTIVATIONS[act].code,
-                                            alpha, gain, clamp, want_db)
+                                            alpha, gain, clamp, want_db, out)
     return out, db
