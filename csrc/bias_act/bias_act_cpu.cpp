@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "common/checks.h"
+#include "common/cpu_storage.h"
 
 namespace ganfast {
 
@@ -16,7 +17,7 @@ constexpr int64_t kChunk = 16384;  // elements per work item: big enough to amor
 constexpr int64_t kSubBlock = 512;  // float partial sums stay short; totals are carried in double
 
 // Applies the op to n contiguous elements sharing one bias value bv; returns their sum (db's share).
-template <Act A, int Order, typename scalar_t, typename acc_t>
+template <Act A, int Order, typename S, typename scalar_t = typename S::raw, typename acc_t = typename S::acc>
 inline double run_span(const scalar_t* __restrict x, const scalar_t* __restrict g,
                        const scalar_t* __restrict gg, scalar_t* __restrict out, int64_t n, acc_t bv,
                        acc_t alpha, acc_t gain, acc_t clamp) {
@@ -26,12 +27,12 @@ inline double run_span(const scalar_t* __restrict x, const scalar_t* __restrict 
     acc_t sum = 0;
 #pragma omp simd reduction(+ : sum)
     for (int64_t j = j0; j < j1; ++j) {
-      acc_t z = static_cast<acc_t>(x[j]) + bv;
-      acc_t gv = Order >= 1 ? static_cast<acc_t>(g[j]) : acc_t(0);
-      acc_t ggv = Order == 2 ? static_cast<acc_t>(gg[j]) : acc_t(0);
-      scalar_t o = static_cast<scalar_t>(bias_act_element<A, Order, acc_t>(z, gv, ggv, alpha, gain, clamp));
+      acc_t z = S::load(x[j]) + bv;
+      acc_t gv = Order >= 1 ? S::load(g[j]) : acc_t(0);
+      acc_t ggv = Order == 2 ? S::load(gg[j]) : acc_t(0);
+      scalar_t o = S::store(bias_act_element<A, Order, acc_t>(z, gv, ggv, alpha, gain, clamp));
       out[j] = o;
-      sum += static_cast<acc_t>(o);  // the stored (rounded) value, as a sum over out would see it
+      sum += S::load(o);  // the stored (rounded) value, as a sum over out would see it
     }
     total += static_cast<double>(sum);
   }
@@ -40,31 +41,34 @@ inline double run_span(const scalar_t* __restrict x, const scalar_t* __restrict 
 
 // Applies the op to one row of C contiguous elements with per-element bias b[0..C); adds each
 // output into acc[0..C) when kDb. kBias / kDb are template flags so the loop has no branches.
-template <Act A, int Order, bool kBias, bool kDb, typename scalar_t, typename acc_t>
+template <Act A, int Order, bool kBias, bool kDb, typename S, typename scalar_t = typename S::raw,
+          typename acc_t = typename S::acc>
 inline void run_row(const scalar_t* __restrict x, const scalar_t* __restrict b,
                     const scalar_t* __restrict g, const scalar_t* __restrict gg,
                     scalar_t* __restrict out, int64_t n, double* __restrict acc, acc_t alpha,
                     acc_t gain, acc_t clamp) {
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) {
-    acc_t z = static_cast<acc_t>(x[j]);
-    if (kBias) z += static_cast<acc_t>(b[j]);
-    acc_t gv = Order >= 1 ? static_cast<acc_t>(g[j]) : acc_t(0);
-    acc_t ggv = Order == 2 ? static_cast<acc_t>(gg[j]) : acc_t(0);
-    scalar_t o = static_cast<scalar_t>(bias_act_element<A, Order, acc_t>(z, gv, ggv, alpha, gain, clamp));
+    acc_t z = S::load(x[j]);
+    if (kBias) z += S::load(b[j]);
+    acc_t gv = Order >= 1 ? S::load(g[j]) : acc_t(0);
+    acc_t ggv = Order == 2 ? S::load(gg[j]) : acc_t(0);
+    scalar_t o = S::store(bias_act_element<A, Order, acc_t>(z, gv, ggv, alpha, gain, clamp));
     out[j] = o;
-    if (kDb) acc[j] += static_cast<double>(o);
+    if (kDb) acc[j] += static_cast<double>(S::load(o));
   }
 }
 
 template <Act A, int Order, typename scalar_t>
 void bias_act_cpu_impl(const BiasActParams& p, at::Tensor* db) {
-  using acc_t = typename acc_type<scalar_t>::type;
-  const auto* x = static_cast<const scalar_t*>(p.x);
-  const auto* b = static_cast<const scalar_t*>(p.b);
-  const auto* g = static_cast<const scalar_t*>(p.g);
-  const auto* gg = static_cast<const scalar_t*>(p.gg);
-  auto* out = static_cast<scalar_t*>(p.out);
+  using S = CpuStorage<scalar_t>;
+  using raw_t = typename S::raw;
+  using acc_t = typename S::acc;
+  const auto* x = static_cast<const raw_t*>(p.x);
+  const auto* b = static_cast<const raw_t*>(p.b);
+  const auto* g = static_cast<const raw_t*>(p.g);
+  const auto* gg = static_cast<const raw_t*>(p.gg);
+  auto* out = static_cast<raw_t*>(p.out);
   const acc_t alpha = static_cast<acc_t>(p.s.alpha), gain = static_cast<acc_t>(p.s.gain),
               clamp = static_cast<acc_t>(p.s.clamp);
   const int64_t C = p.channels, inner = p.inner, outer = p.outer;
@@ -82,8 +86,8 @@ void bias_act_cpu_impl(const BiasActParams& p, at::Tensor* db) {
         int64_t c = lo % C;
         for (int64_t r = lo; r < hi; ++r) {
           const int64_t start = r * inner;
-          const acc_t bv = b ? static_cast<acc_t>(b[c]) : acc_t(0);
-          const double sum = run_span<A, Order, scalar_t, acc_t>(
+          const acc_t bv = b ? S::load(b[c]) : acc_t(0);
+          const double sum = run_span<A, Order, S>(
               x + start, g ? g + start : nullptr, gg ? gg + start : nullptr, out + start, inner, bv,
               alpha, gain, clamp);
           if (want_db) partial[r] = sum;
@@ -95,8 +99,8 @@ void bias_act_cpu_impl(const BiasActParams& p, at::Tensor* db) {
         const int64_t row = it / chunks_per_row, k = it % chunks_per_row;
         const int64_t start = row * inner + k * kChunk;
         const int64_t n = std::min(kChunk, inner - k * kChunk);
-        const acc_t bv = b ? static_cast<acc_t>(b[row % C]) : acc_t(0);
-        const double sum = run_span<A, Order, scalar_t, acc_t>(
+        const acc_t bv = b ? S::load(b[row % C]) : acc_t(0);
+        const double sum = run_span<A, Order, S>(
             x + start, g ? g + start : nullptr, gg ? gg + start : nullptr, out + start, n, bv, alpha,
             gain, clamp);
         if (want_db) partial[it] = sum;
@@ -121,7 +125,7 @@ void bias_act_cpu_impl(const BiasActParams& p, at::Tensor* db) {
         double* mine = with_db ? acc.data() + at::get_thread_num() * C : nullptr;
         for (int64_t r = lo; r < hi; ++r) {
           const int64_t start = r * C;
-          run_row<A, Order, decltype(has_bias)::value, decltype(with_db)::value, scalar_t, acc_t>(
+          run_row<A, Order, decltype(has_bias)::value, decltype(with_db)::value, S>(
               x + start, b, g ? g + start : nullptr, gg ? gg + start : nullptr, out + start, C,
               mine, alpha, gain, clamp);
         }
