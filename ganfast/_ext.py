@@ -7,7 +7,7 @@ import json
 import os
 from types import ModuleType
 
-_MODULES = {"cpu": "ganfast._C", "cuda": "ganfast._C_cuda"}
+MODULES = {"cpu": "ganfast._C", "cuda": "ganfast._C_cuda"}
 
 
 class ExtensionUnavailable(RuntimeError):
@@ -27,10 +27,10 @@ def build_info() -> dict:
 @functools.lru_cache(maxsize=None)
 def _load(kind: str) -> tuple[ModuleType | None, str | None]:
     try:
-        return importlib.import_module(_MODULES[kind]), None
+        return importlib.import_module(MODULES[kind]), None
     except ImportError as e:
         recorded = build_info().get(kind, {}).get("reason")
-        why = recorded or f"{_MODULES[kind]} does not import ({e})"
+        why = recorded or f"{MODULES[kind]} does not import ({e})"
         if recorded and "No module named" not in str(e):
             why = f"{recorded}; import error: {e}"
         return None, why
@@ -40,7 +40,7 @@ def extension(kind: str) -> ModuleType:
     """The loaded extension `kind` ("cpu" or "cuda"), or ExtensionUnavailable with the reason."""
     mod, why = _load(kind)
     if mod is None:
-        raise ExtensionUnavailable(f"{_MODULES[kind]} is not available: {why}")
+        raise ExtensionUnavailable(f"{MODULES[kind]} is not available: {why}")
     return mod
 
 

@@ -74,7 +74,7 @@ def _ops_table() -> dict:
 def _extensions() -> dict:
     recorded = _ext.build_info()
     out = {}
-    for kind, module in _ext._MODULES.items():
+    for kind, module in _ext.MODULES.items():
         rec = recorded.get(kind, {})
         load_error = _ext.unavailable_reason(kind)
         out[kind] = {
@@ -158,7 +158,7 @@ def report(info: Optional[dict] = None) -> str:
     lines += ["", "extensions" + against]
     if not ext["record_found"]:
         lines.append("  no build record (ganfast/_build_info.json missing): setup.py did not run here")
-    for kind in _ext._MODULES:
+    for kind in _ext.MODULES:
         e = ext[kind]
         lines.append(f"  {kind:<4}  {e['module']:<16}  {_extension_line(e)}")
     return "\n".join(lines)

@@ -1,6 +1,7 @@
 """bias_act on the CPU extension (csrc/bias_act/bias_act_cpu.cpp): thin wrapper."""
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -9,9 +10,14 @@ from ganfast import _ext
 from ganfast.ops.bias_act.reference import ACTIVATIONS
 
 
-def run(order: int, x: torch.Tensor, b: Optional[torch.Tensor], g: Optional[torch.Tensor],
-        gg: Optional[torch.Tensor], dim: int, act: str, alpha: float, gain: float, clamp: float,
-        want_db: bool, out: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    out, db = _ext.extension("cpu").bias_act(x, b, g, gg, order, dim, ACTIVATIONS[act].code,
-                                            alpha, gain, clamp, want_db, out)
+def run_on_extension(kind: str, order: int, x: torch.Tensor, b: Optional[torch.Tensor],
+                     g: Optional[torch.Tensor], gg: Optional[torch.Tensor], dim: int, act: str,
+                     alpha: float, gain: float, clamp: float, want_db: bool,
+                     out: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The kernel contract (see reference.run) on extension `kind` ("cpu" or "cuda")."""
+    out, db = _ext.extension(kind).bias_act(x, b, g, gg, order, dim, ACTIVATIONS[act].code,
+                                           alpha, gain, clamp, want_db, out)
     return out, db
+
+
+run = functools.partial(run_on_extension, "cpu")
