@@ -134,4 +134,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Bad arguments exit through argparse (SystemExit with code 2 and a usage message).
     """
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except BrokenPipeError:
+        # The reader went away (`ganfast info | head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
