@@ -144,7 +144,6 @@ void backward_planes(const AdainNoiseParams& p, const acc_t* nzbuf, int64_t nz_s
   auto *sdz = static_cast<acc_t*>(p.sdz), *sdzn = static_cast<acc_t*>(p.sdzn);
   const int64_t M = p.M, C = p.C;
   const acc_t alpha = static_cast<acc_t>(p.alpha), gain = static_cast<acc_t>(p.gain);
-  const acc_t inv_m = acc_t(1) / static_cast<acc_t>(M);
   const int64_t grain = std::max<int64_t>(1, kMinWork / std::max<int64_t>(M, 1));
   at::parallel_for(0, p.N * C, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> hbuf(static_cast<size_t>(M)), dbuf(static_cast<size_t>(M));
@@ -158,48 +157,60 @@ void backward_planes(const AdainNoiseParams& p, const acc_t* nzbuf, int64_t nz_s
       const acc_t* __restrict nz = nzbuf ? nzbuf + n * nz_sN : nullptr;
       const acc_t nsv = ns ? ns[c] : acc_t(1), bv = b ? b[c] : acc_t(0);
       const acc_t mean = stats[2 * plane], rstd = stats[2 * plane + 1];
-      double tg = 0, tgy = 0;
+      // Pass 1: sg, sgy, and the sums that give sum(dz) and sum(dz * noise) in closed form,
+      //   sum dz       = k * (sum d1 g       - mg sum d1       - mgy sum d1 yhat)
+      //   sum dz noise = k * (sum d1 g noise - mg sum d1 noise - mgy sum d1 yhat noise)
+      // (d1 = gain * f'(z)). Summing the rounded dz instead loses digits: the terms cancel (sum dz
+      // is exactly 0 for a linear activation).
+      double tot[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // sg, sgy, sd1g, sd1, sd1y, then with noise: sd1gn, sd1n, sd1yn
       for (int64_t j0 = 0; j0 < M; j0 += kSubBlock) {
         const int64_t j1 = std::min(M, j0 + kSubBlock);
-        acc_t sg = 0, sgy = 0;
-#pragma omp simd reduction(+ : sg, sgy)
-        for (int64_t j = j0; j < j1; ++j) {
-          const acc_t z = nz ? adain_z(S::load(xp[j]), nz[j], nsv, bv) : S::load(xp[j]) + bv;
-          const acc_t h = (gain * ActFn<A, acc_t>::f(z, alpha) - mean) * rstd;
-          const acc_t gv = S::load(gp[j]);
-          yhat[j] = h;
-          d1[j] = gain * ActFn<A, acc_t>::d1(z, alpha);
-          sg += gv;
-          sgy += gv * h;
-        }
-        tg += static_cast<double>(sg);
-        tgy += static_cast<double>(sgy);
-      }
-      const acc_t k = rstd * s[plane];
-      const acc_t mg = static_cast<acc_t>(tg) * inv_m, mgy = static_cast<acc_t>(tgy) * inv_m;
-      double tdz = 0, tdzn = 0;
-      for (int64_t j0 = 0; j0 < M; j0 += kSubBlock) {
-        const int64_t j1 = std::min(M, j0 + kSubBlock);
-        acc_t sz = 0, szn = 0;
+        acc_t sg = 0, sgy = 0, sd1g = 0, sd1 = 0, sd1y = 0, sd1gn = 0, sd1n = 0, sd1yn = 0;
         if (nz) {
-#pragma omp simd reduction(+ : sz, szn)
+#pragma omp simd reduction(+ : sg, sgy, sd1g, sd1, sd1y, sd1gn, sd1n, sd1yn)
           for (int64_t j = j0; j < j1; ++j) {
-            const acc_t dz = d1[j] * k * (S::load(gp[j]) - mg - yhat[j] * mgy);
-            dp[j] = S::store(dz);
-            sz += dz;
-            szn += dz * nz[j];
+            const acc_t z = adain_z(S::load(xp[j]), nz[j], nsv, bv);
+            const acc_t h = (gain * ActFn<A, acc_t>::f(z, alpha) - mean) * rstd;
+            const acc_t gv = S::load(gp[j]), dv = gain * ActFn<A, acc_t>::d1(z, alpha);
+            yhat[j] = h;
+            d1[j] = dv;
+            sg += gv;
+            sgy += gv * h;
+            sd1g += dv * gv;
+            sd1 += dv;
+            sd1y += dv * h;
+            sd1gn += dv * gv * nz[j];
+            sd1n += dv * nz[j];
+            sd1yn += dv * h * nz[j];
           }
         } else {
-#pragma omp simd reduction(+ : sz)
+#pragma omp simd reduction(+ : sg, sgy, sd1g, sd1, sd1y)
           for (int64_t j = j0; j < j1; ++j) {
-            const acc_t dz = d1[j] * k * (S::load(gp[j]) - mg - yhat[j] * mgy);
-            dp[j] = S::store(dz);
-            sz += dz;
+            const acc_t z = S::load(xp[j]) + bv;
+            const acc_t h = (gain * ActFn<A, acc_t>::f(z, alpha) - mean) * rstd;
+            const acc_t gv = S::load(gp[j]), dv = gain * ActFn<A, acc_t>::d1(z, alpha);
+            yhat[j] = h;
+            d1[j] = dv;
+            sg += gv;
+            sgy += gv * h;
+            sd1g += dv * gv;
+            sd1 += dv;
+            sd1y += dv * h;
           }
         }
-        tdz += static_cast<double>(sz);
-        tdzn += static_cast<double>(szn);
+        const acc_t part[8] = {sg, sgy, sd1g, sd1, sd1y, sd1gn, sd1n, sd1yn};
+        for (int i = 0; i < 8; ++i) tot[i] += static_cast<double>(part[i]);
       }
+      const double tg = tot[0], tgy = tot[1];
+      const double mg_d = tg / static_cast<double>(M), mgy_d = tgy / static_cast<double>(M);
+      const double k_d = static_cast<double>(rstd) * static_cast<double>(s[plane]);
+      const acc_t k = rstd * s[plane];
+      const acc_t mg = static_cast<acc_t>(mg_d), mgy = static_cast<acc_t>(mgy_d);
+      // Pass 2: dz, written as dx.
+#pragma omp simd
+      for (int64_t j = 0; j < M; ++j) dp[j] = S::store(d1[j] * k * (S::load(gp[j]) - mg - yhat[j] * mgy));
+      const double tdz = k_d * (tot[2] - mg_d * tot[3] - mgy_d * tot[4]);
+      const double tdzn = k_d * (tot[5] - mg_d * tot[6] - mgy_d * tot[7]);
       ds[plane] = static_cast<acc_t>(tgy);
       dt[plane] = static_cast<acc_t>(tg);
       sdz[plane] = static_cast<acc_t>(tdz);
@@ -224,7 +235,9 @@ void forward_channels_last(const AdainNoiseParams& p, const acc_t* nzbuf, int64_
   const acc_t alpha = static_cast<acc_t>(p.alpha), gain = static_cast<acc_t>(p.gain);
   at::parallel_for(0, p.N * blocks, 1, [&](int64_t begin, int64_t end) {
     acc_t nsv[kChannelBlock], bv[kChannelBlock], pivot[kChannelBlock], k[kChannelBlock], shift[kChannelBlock];
-    acc_t s1[kChannelBlock], s2[kChannelBlock];
+    // Sums in double: with the pivot (the plane's first y) far from the mean, E[d^2] - E[d]^2
+    // cancels, and float sums would cost the variance several digits.
+    double s1[kChannelBlock], s2[kChannelBlock];
     double t1[kChannelBlock], t2[kChannelBlock];
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / blocks, c0 = (item % blocks) * kChannelBlock;
@@ -250,14 +263,15 @@ void forward_channels_last(const AdainNoiseParams& p, const acc_t* nzbuf, int64_
           const raw_t* __restrict xr = xn + q * C;
 #pragma omp simd
           for (int64_t j = 0; j < cb; ++j) {
-            const acc_t d = gain * ActFn<A, acc_t>::f(adain_z(S::load(xr[j]), nzq, nsv[j], bv[j]), alpha) - pivot[j];
+            const double d = static_cast<double>(
+                gain * ActFn<A, acc_t>::f(adain_z(S::load(xr[j]), nzq, nsv[j], bv[j]), alpha) - pivot[j]);
             s1[j] += d;
             s2[j] += d * d;
           }
         }
         for (int64_t j = 0; j < cb; ++j) {
-          t1[j] += static_cast<double>(s1[j]);
-          t2[j] += static_cast<double>(s2[j]);
+          t1[j] += s1[j];
+          t2[j] += s2[j];
         }
       }
       for (int64_t j = 0; j < cb; ++j) {
@@ -302,7 +316,8 @@ void backward_channels_last(const AdainNoiseParams& p, const acc_t* nzbuf, int64
   const acc_t inv_m = acc_t(1) / static_cast<acc_t>(M);
   at::parallel_for(0, p.N * blocks, 1, [&](int64_t begin, int64_t end) {
     acc_t nsv[kChannelBlock], bv[kChannelBlock], mean[kChannelBlock], rstd[kChannelBlock], k[kChannelBlock];
-    acc_t mg[kChannelBlock], mgy[kChannelBlock], a1[kChannelBlock], a2[kChannelBlock];
+    acc_t mg[kChannelBlock], mgy[kChannelBlock];
+    double a1[kChannelBlock], a2[kChannelBlock];
     double t1[kChannelBlock], t2[kChannelBlock];
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / blocks, c0 = (item % blocks) * kChannelBlock;
@@ -333,13 +348,13 @@ void backward_channels_last(const AdainNoiseParams& p, const acc_t* nzbuf, int64
             const acc_t z = adain_z(S::load(xr[j]), nzq, nsv[j], bv[j]);
             const acc_t h = (gain * ActFn<A, acc_t>::f(z, alpha) - mean[j]) * rstd[j];
             const acc_t gv = S::load(gr[j]);
-            a1[j] += gv;
-            a2[j] += gv * h;
+            a1[j] += static_cast<double>(gv);
+            a2[j] += static_cast<double>(gv * h);
           }
         }
         for (int64_t j = 0; j < cb; ++j) {
-          t1[j] += static_cast<double>(a1[j]);
-          t2[j] += static_cast<double>(a2[j]);
+          t1[j] += a1[j];
+          t2[j] += a2[j];
         }
       }
       for (int64_t j = 0; j < cb; ++j) {
@@ -365,13 +380,13 @@ void backward_channels_last(const AdainNoiseParams& p, const acc_t* nzbuf, int64
             const acc_t h = (gain * ActFn<A, acc_t>::f(z, alpha) - mean[j]) * rstd[j];
             const acc_t dz = adain_dz<A, acc_t>(z, S::load(gr[j]), h, alpha, gain, k[j], mg[j], mgy[j]);
             dr[j] = S::store(dz);
-            a1[j] += dz;
-            a2[j] += dz * nzq;
+            a1[j] += static_cast<double>(dz);
+            a2[j] += static_cast<double>(dz) * static_cast<double>(nzq);
           }
         }
         for (int64_t j = 0; j < cb; ++j) {
-          t1[j] += static_cast<double>(a1[j]);
-          t2[j] += static_cast<double>(a2[j]);
+          t1[j] += a1[j];
+          t2[j] += a2[j];
         }
       }
       for (int64_t j = 0; j < cb; ++j) {

@@ -1,4 +1,5 @@
 """Drop-in nn.Modules over ganfast.ops."""
+from ganfast.nn.adain_noise import AdaINNoise
 from ganfast.nn.bias_act import BiasAct
 
-__all__ = ["BiasAct"]
+__all__ = ["AdaINNoise", "BiasAct"]
