@@ -132,7 +132,7 @@ def test_make_step_rejects_unknown_mode():
 
 def test_get_spec_names_known_ops():
     assert bench.get_spec("bias_act") is SPEC
-    with pytest.raises(ValueError, match="known ops: bias_act"):
+    with pytest.raises(ValueError, match="known ops: bias_act, adain_noise"):
         bench.get_spec("no_such_op")
 
 
@@ -172,3 +172,20 @@ def test_cuda_rows_record_peak_memory_and_gpu(tmp_path):
         assert (row["status"] == "ok") == (row["reason"] is None)
         if row["status"] == "ok":
             assert 0 < row["p20_ms"] <= row["median_ms"] <= row["p80_ms"]
+
+
+def test_adain_noise_spec_runs_every_mode_and_has_the_issue_shapes(tmp_path):
+    from ganfast.bench.adain_noise import SPEC as ADAIN
+    shapes = [c.shape for c in ADAIN.cases("stylegan-256", batch=ADAIN.default_batch)]
+    # batch 8; 512 channels at 8..32, 256 at 64, 128 at 128 (the issue's benchmark layers)
+    assert shapes[1:6] == [(8, 512, 8, 8), (8, 512, 16, 16), (8, 512, 32, 32), (8, 256, 64, 64), (8, 128, 128, 128)]
+    assert [c.shape for c in ADAIN.cases("stylegan-1024", batch=1)][-1] == (1, 16, 1024, 1024)
+    tiny = BenchCase("test", "tiny", (2, 3, 5, 4), ADAIN.shape_sets["stylegan-256"](1)[0].params)
+    rows = bench.run_bench(ADAIN, device="cpu", cases=[tiny], warmup=0, repeats=2, compile=False,
+                           modes=MODES, backends=("reference", "cpu"), out_dir=str(tmp_path))
+    ok = ("reference",) + (("cpu",) if CPU_EXT_WHY_NOT is None else ())
+    for mode in MODES:
+        for backend in (EAGER,) + ok:
+            assert _by(rows, backend, mode)["status"] == "ok", (backend, mode)
+    n = 2 * 3 * 5 * 4
+    assert ADAIN.bytes_moved(tiny, "forward", torch.float16) == (2 * n + 2 * 5 * 4) * 2 + 4 * (4 * 6 + 6)

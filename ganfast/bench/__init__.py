@@ -16,6 +16,7 @@ from ganfast.bench.spec import COMPILE, DEFAULT_MODES, EAGER, MODES, BenchCase, 
 # op -> module defining SPEC; imported only when that op is benchmarked.
 SPECS = {
     "bias_act": "ganfast.bench.bias_act",
+    "adain_noise": "ganfast.bench.adain_noise",
 }
 
 

@@ -45,6 +45,7 @@ class BenchSpec:
     backends: Callable[[torch.device], Sequence[str]]               # ganfast backends worth timing there
     bytes_moved: Callable[[BenchCase, str, torch.dtype], Optional[int]]  # (case, mode, dtype) -> bytes
     default_shape_set: str
+    default_batch: int = 4         # `ganfast bench` uses it when --batch is not given
     bytes_model: str = ""          # one line describing bytes_moved, recorded with each row
 
     def cases(self, shape_set: str, batch: int, quick: bool = False) -> list[BenchCase]:

@@ -65,7 +65,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--shapes", metavar="SET", default=None,
                    help="the op's shape set, e.g. stylegan2-256, stylegan2-1024, biggan-128 for bias_act "
                         "(default: the op's default set; an unknown name lists the known ones)")
-    p.add_argument("--batch", type=_int_at_least(1), default=4, help="batch size N (default 4)")
+    p.add_argument("--batch", type=_int_at_least(1), default=None,
+                   help="batch size N (default: the op's, 4 for bias_act, 8 for adain_noise)")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(DEFAULT_MODES), metavar="MODE",
                    help=f"any of {', '.join(MODES)} (default: {' '.join(DEFAULT_MODES)})")
     p.add_argument("--repeats", type=_int_at_least(1), default=None,
@@ -96,6 +97,7 @@ def _bench(args) -> int:
     warmup, repeats = bench.default_repeats(device, args.quick)
     warmup = warmup if args.warmup is None else args.warmup
     repeats = repeats if args.repeats is None else args.repeats
+    args.batch = args.batch or spec.default_batch
     cases = spec.cases(shape_set, args.batch, quick=args.quick)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_model()}, {torch.get_num_threads()} threads"
     print(f"ganfast bench {args.op}: {shape_set} ({len(cases)} shapes, batch {args.batch}), {args.dtype} on "
