@@ -81,14 +81,24 @@ _BACKENDS = {
 
 # op -> backend -> dtypes it accepts; filled by each op package when it is imported.
 _OP_DTYPES: dict[str, dict[str, frozenset]] = {}
+# op -> backend -> gradient order, where an op differs from its backend's max_grad_order.
+_OP_GRAD_ORDERS: dict[str, dict[str, Optional[int]]] = {}
 
 
-def register_op(op: str, dtypes_by_backend: dict[str, Iterable[torch.dtype]]) -> None:
-    """Declare which backends implement `op` and for which dtypes."""
-    for name in dtypes_by_backend:
+def register_op(op: str, dtypes_by_backend: dict[str, Iterable[torch.dtype]],
+                grad_orders: Optional[dict[str, Optional[int]]] = None) -> None:
+    """Declare which backends implement `op`, for which dtypes, and (grad_orders) the gradient
+    order of each backend where the op differs from the backend's max_grad_order (None: any)."""
+    for name in list(dtypes_by_backend) + list(grad_orders or {}):
         if name not in _BACKENDS:
             raise ValueError(f"unknown backend {name!r} for op {op!r}; expected one of {BACKENDS}")
     _OP_DTYPES[op] = {k: frozenset(v) for k, v in dtypes_by_backend.items()}
+    _OP_GRAD_ORDERS[op] = dict(grad_orders or {})
+
+
+def op_grad_order(op: str, backend: str) -> Optional[int]:
+    """The highest gradient order `backend` computes for `op` (None: any order)."""
+    return _OP_GRAD_ORDERS.get(op, {}).get(backend, _BACKENDS[backend].max_grad_order)
 
 
 def op_dtypes(op: str, backend: str) -> Optional[frozenset]:

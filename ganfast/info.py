@@ -71,6 +71,12 @@ def _ops_table() -> dict:
     return table
 
 
+def _op_grad_orders() -> dict:
+    """op -> backend -> highest gradient order (None: any), for every backend implementing the op."""
+    return {op: {name: backends.op_grad_order(op, name) for name in backends.BACKENDS if name in by_backend}
+            for op, by_backend in sorted(backends.registered_ops().items())}
+
+
 def _extensions() -> dict:
     recorded = _ext.build_info()
     out = {}
@@ -104,6 +110,7 @@ def as_dict() -> dict:
         "backends": [_backend_entry(name) for name in backends.BACKENDS],
         "auto_order": {dev: list(order) for dev, order in backends.AUTO_ORDER.items()},
         "ops": _ops_table(),
+        "op_grad_orders": _op_grad_orders(),
         "extensions": _extensions(),
     }
 
@@ -152,7 +159,10 @@ def report(info: Optional[dict] = None) -> str:
     op_width = max(map(len, info["ops"]), default=0)
     for op, by_backend in info["ops"].items():
         for i, (name, dtypes) in enumerate(by_backend.items()):
-            lines.append(f"  {op if i == 0 else '':<{op_width}}  {name + ':':<{width + 1}}  {' '.join(dtypes)}")
+            order = info["op_grad_orders"][op][name]
+            order = "any" if order is None else str(order)
+            lines.append(f"  {op if i == 0 else '':<{op_width}}  {name + ':':<{width + 1}}  {' '.join(dtypes):<34}"
+                         f"  grad order {order}")
     ext = info["extensions"]
     against = f" (built against torch {ext['built_against_torch']})" if ext["built_against_torch"] else ""
     lines += ["", "extensions" + against]
