@@ -153,7 +153,7 @@ def report(info: Optional[dict] = None) -> str:
         order = "any" if b["max_grad_order"] is None else str(b["max_grad_order"])
         note = f"why not: {b['reason']}" if b["reason"] else b["description"]
         lines.append(f"  {b['name']:<{width}}  {'yes' if b['usable'] else 'no':<6}  {order:<10}  {note}")
-    lines += ["", "ops (dtypes per backend)"]
+    lines += ["", "ops (dtypes and gradient order per backend)"]
     if not info["ops"]:
         lines.append("  none registered")
     op_width = max(map(len, info["ops"]), default=0)
