@@ -396,3 +396,32 @@ def test_module_const_mode_needs_matching_size():
     m = ganfast.nn.AdaINNoise(4, 6, resolution=8, noise_mode="const")
     with pytest.raises(ValueError, match="noise_const of x's size"):
         m(torch.randn(1, 4, 4, 4), torch.randn(1, 6))
+
+
+@needs_cpu_ext
+def test_tiny_model_trains_the_same_on_cpu_and_reference():
+    # A conv + AdaINNoise stack trained for a few Adam steps with a path-length-style penalty
+    # (a gradient of a gradient): the fused backend gives the reference's per-step losses.
+    def train(backend):
+        torch.manual_seed(0)
+        conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        layer = ganfast.nn.AdaINNoise(8, 4, resolution=6, noise_mode="const", backend=backend)
+        head = torch.nn.Conv2d(8, 1, 1)
+        params = list(conv.parameters()) + list(layer.parameters()) + list(head.parameters())
+        opt = torch.optim.Adam(params, lr=1e-2)
+        with torch.no_grad():
+            layer.noise_strength.fill_(0.5)
+        losses = []
+        for step in range(6):
+            x = torch.randn(4, 3, 6, 6, generator=torch.Generator().manual_seed(step)).requires_grad_()
+            w = torch.randn(4, 4, generator=torch.Generator().manual_seed(100 + step))
+            out = head(layer(conv(x), w))
+            (gx,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+            loss = out.square().mean() + 0.1 * gx.square().sum(dim=(1, 2, 3)).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses
+
+    torch.testing.assert_close(train("cpu"), train("reference"), rtol=1e-4, atol=1e-6)
