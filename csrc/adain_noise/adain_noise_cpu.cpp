@@ -15,6 +15,7 @@
 
 #include <ATen/Parallel.h>
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "common/checks.h"
@@ -121,9 +122,11 @@ void forward_planes(const AdainNoiseParams& p, const acc_t* nzbuf, int64_t nz_sN
         sq_total += static_cast<double>(sq);
       }
       const acc_t rstd = rsqrt_of<acc_t>(sq_total / static_cast<double>(M) + p.eps);
-      const acc_t k = rstd * s[plane], shift = t[plane] - mean * k;
+      // (y - mean) * k + t, not y * k + (t - mean * k): with a constant plane rstd is 1/sqrt(eps)
+      // and the second form cancels two large terms.
+      const acc_t k = rstd * s[plane], tv = t[plane];
 #pragma omp simd
-      for (int64_t j = 0; j < M; ++j) op[j] = S::store(y[j] * k + shift);
+      for (int64_t j = 0; j < M; ++j) op[j] = S::store((y[j] - mean) * k + tv);
       stats[2 * plane] = mean;
       stats[2 * plane + 1] = rstd;
     }
@@ -157,60 +160,58 @@ void backward_planes(const AdainNoiseParams& p, const acc_t* nzbuf, int64_t nz_s
       const acc_t* __restrict nz = nzbuf ? nzbuf + n * nz_sN : nullptr;
       const acc_t nsv = ns ? ns[c] : acc_t(1), bv = b ? b[c] : acc_t(0);
       const acc_t mean = stats[2 * plane], rstd = stats[2 * plane + 1];
-      // Pass 1: sg, sgy, and the sums that give sum(dz) and sum(dz * noise) in closed form,
-      //   sum dz       = k * (sum d1 g       - mg sum d1       - mgy sum d1 yhat)
-      //   sum dz noise = k * (sum d1 g noise - mg sum d1 noise - mgy sum d1 yhat noise)
-      // (d1 = gain * f'(z)). Summing the rounded dz instead loses digits: the terms cancel (sum dz
-      // is exactly 0 for a linear activation).
-      double tot[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // sg, sgy, sd1g, sd1, sd1y, then with noise: sd1gn, sd1n, sd1yn
+      // Pass 1: sg = sum g, sgy = sum g * yhat; yhat and d1 = gain * f'(z) kept for pass 2.
+      double tg = 0, tgy = 0;
       for (int64_t j0 = 0; j0 < M; j0 += kSubBlock) {
         const int64_t j1 = std::min(M, j0 + kSubBlock);
-        acc_t sg = 0, sgy = 0, sd1g = 0, sd1 = 0, sd1y = 0, sd1gn = 0, sd1n = 0, sd1yn = 0;
-        if (nz) {
-#pragma omp simd reduction(+ : sg, sgy, sd1g, sd1, sd1y, sd1gn, sd1n, sd1yn)
-          for (int64_t j = j0; j < j1; ++j) {
-            const acc_t z = adain_z(S::load(xp[j]), nz[j], nsv, bv);
-            const acc_t h = (gain * ActFn<A, acc_t>::f(z, alpha) - mean) * rstd;
-            const acc_t gv = S::load(gp[j]), dv = gain * ActFn<A, acc_t>::d1(z, alpha);
-            yhat[j] = h;
-            d1[j] = dv;
-            sg += gv;
-            sgy += gv * h;
-            sd1g += dv * gv;
-            sd1 += dv;
-            sd1y += dv * h;
-            sd1gn += dv * gv * nz[j];
-            sd1n += dv * nz[j];
-            sd1yn += dv * h * nz[j];
-          }
-        } else {
-#pragma omp simd reduction(+ : sg, sgy, sd1g, sd1, sd1y)
-          for (int64_t j = j0; j < j1; ++j) {
-            const acc_t z = S::load(xp[j]) + bv;
-            const acc_t h = (gain * ActFn<A, acc_t>::f(z, alpha) - mean) * rstd;
-            const acc_t gv = S::load(gp[j]), dv = gain * ActFn<A, acc_t>::d1(z, alpha);
-            yhat[j] = h;
-            d1[j] = dv;
-            sg += gv;
-            sgy += gv * h;
-            sd1g += dv * gv;
-            sd1 += dv;
-            sd1y += dv * h;
-          }
+        acc_t sg = 0, sgy = 0;
+#pragma omp simd reduction(+ : sg, sgy)
+        for (int64_t j = j0; j < j1; ++j) {
+          const acc_t z = nz ? adain_z(S::load(xp[j]), nz[j], nsv, bv) : S::load(xp[j]) + bv;
+          const acc_t h = (gain * ActFn<A, acc_t>::f(z, alpha) - mean) * rstd;
+          const acc_t gv = S::load(gp[j]);
+          yhat[j] = h;
+          d1[j] = gain * ActFn<A, acc_t>::d1(z, alpha);
+          sg += gv;
+          sgy += gv * h;
         }
-        const acc_t part[8] = {sg, sgy, sd1g, sd1, sd1y, sd1gn, sd1n, sd1yn};
-        for (int i = 0; i < 8; ++i) tot[i] += static_cast<double>(part[i]);
+        tg += static_cast<double>(sg);
+        tgy += static_cast<double>(sgy);
       }
-      const double tg = tot[0], tgy = tot[1];
       const double mg_d = tg / static_cast<double>(M), mgy_d = tgy / static_cast<double>(M);
-      const double k_d = static_cast<double>(rstd) * static_cast<double>(s[plane]);
       const acc_t k = rstd * s[plane];
       const acc_t mg = static_cast<acc_t>(mg_d), mgy = static_cast<acc_t>(mgy_d);
-      // Pass 2: dz, written as dx.
-#pragma omp simd
-      for (int64_t j = 0; j < M; ++j) dp[j] = S::store(d1[j] * k * (S::load(gp[j]) - mg - yhat[j] * mgy));
-      const double tdz = k_d * (tot[2] - mg_d * tot[3] - mgy_d * tot[4]);
-      const double tdzn = k_d * (tot[5] - mg_d * tot[6] - mgy_d * tot[7]);
+      // Pass 2: dz = d1 * k * (g - mg - yhat * mgy), written as dx. Its plane sums are taken in
+      // double as k * sum(d1 * (g - mg - yhat * mgy)): the terms cancel (sum dz is exactly 0 for a
+      // linear activation) and k can be 1/sqrt(eps) (constant planes), so neither the rounded dz
+      // nor a closed form of separately rounded sums would do.
+      double tdz = 0, tdzn = 0;
+      for (int64_t j0 = 0; j0 < M; j0 += kSubBlock) {
+        const int64_t j1 = std::min(M, j0 + kSubBlock);
+        double sz = 0, szn = 0;
+        if (nz) {
+#pragma omp simd reduction(+ : sz, szn)
+          for (int64_t j = j0; j < j1; ++j) {
+            const acc_t gv = S::load(gp[j]);
+            dp[j] = S::store(d1[j] * k * (gv - mg - yhat[j] * mgy));
+            const double u = static_cast<double>(d1[j]) * (static_cast<double>(gv) - mg_d - static_cast<double>(yhat[j]) * mgy_d);
+            sz += u;
+            szn += u * static_cast<double>(nz[j]);
+          }
+        } else {
+#pragma omp simd reduction(+ : sz)
+          for (int64_t j = j0; j < j1; ++j) {
+            const acc_t gv = S::load(gp[j]);
+            dp[j] = S::store(d1[j] * k * (gv - mg - yhat[j] * mgy));
+            sz += static_cast<double>(d1[j]) * (static_cast<double>(gv) - mg_d - static_cast<double>(yhat[j]) * mgy_d);
+          }
+        }
+        tdz += sz;
+        tdzn += szn;
+      }
+      const double k_d = static_cast<double>(rstd) * static_cast<double>(s[plane]);
+      tdz *= k_d;
+      tdzn *= k_d;
       ds[plane] = static_cast<acc_t>(tgy);
       dt[plane] = static_cast<acc_t>(tg);
       sdz[plane] = static_cast<acc_t>(tdz);
@@ -234,7 +235,8 @@ void forward_channels_last(const AdainNoiseParams& p, const acc_t* nzbuf, int64_
   const int64_t M = p.M, C = p.C, blocks = (C + kChannelBlock - 1) / kChannelBlock;
   const acc_t alpha = static_cast<acc_t>(p.alpha), gain = static_cast<acc_t>(p.gain);
   at::parallel_for(0, p.N * blocks, 1, [&](int64_t begin, int64_t end) {
-    acc_t nsv[kChannelBlock], bv[kChannelBlock], pivot[kChannelBlock], k[kChannelBlock], shift[kChannelBlock];
+    acc_t nsv[kChannelBlock], bv[kChannelBlock], pivot[kChannelBlock], k[kChannelBlock], mu[kChannelBlock],
+        tv[kChannelBlock];
     // Sums in double: with the pivot (the plane's first y) far from the mean, E[d^2] - E[d]^2
     // cancels, and float sums would cost the variance several digits.
     double s1[kChannelBlock], s2[kChannelBlock];
@@ -281,7 +283,8 @@ void forward_channels_last(const AdainNoiseParams& p, const acc_t* nzbuf, int64_
         const acc_t rstd = rsqrt_of<acc_t>(var + p.eps);
         const int64_t plane = n * C + c0 + j;
         k[j] = rstd * s[plane];
-        shift[j] = t[plane] - mean * k[j];
+        mu[j] = mean;
+        tv[j] = t[plane];
         stats[2 * plane] = mean;
         stats[2 * plane + 1] = rstd;
       }
@@ -292,7 +295,7 @@ void forward_channels_last(const AdainNoiseParams& p, const acc_t* nzbuf, int64_
 #pragma omp simd
         for (int64_t j = 0; j < cb; ++j) {
           const acc_t y = gain * ActFn<A, acc_t>::f(adain_z(S::load(xr[j]), nzq, nsv[j], bv[j]), alpha);
-          orow[j] = S::store(y * k[j] + shift[j]);
+          orow[j] = S::store((y - mu[j]) * k[j] + tv[j]);
         }
       }
     }
@@ -313,11 +316,10 @@ void backward_channels_last(const AdainNoiseParams& p, const acc_t* nzbuf, int64
   auto *sdz = static_cast<acc_t*>(p.sdz), *sdzn = static_cast<acc_t*>(p.sdzn);
   const int64_t M = p.M, C = p.C, blocks = (C + kChannelBlock - 1) / kChannelBlock;
   const acc_t alpha = static_cast<acc_t>(p.alpha), gain = static_cast<acc_t>(p.gain);
-  const acc_t inv_m = acc_t(1) / static_cast<acc_t>(M);
   at::parallel_for(0, p.N * blocks, 1, [&](int64_t begin, int64_t end) {
     acc_t nsv[kChannelBlock], bv[kChannelBlock], mean[kChannelBlock], rstd[kChannelBlock], k[kChannelBlock];
     acc_t mg[kChannelBlock], mgy[kChannelBlock];
-    double a1[kChannelBlock], a2[kChannelBlock];
+    double mg_d[kChannelBlock], mgy_d[kChannelBlock], a1[kChannelBlock], a2[kChannelBlock];
     double t1[kChannelBlock], t2[kChannelBlock];
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / blocks, c0 = (item % blocks) * kChannelBlock;
@@ -361,8 +363,10 @@ void backward_channels_last(const AdainNoiseParams& p, const acc_t* nzbuf, int64
         const int64_t plane = n * C + c0 + j;
         dt[plane] = static_cast<acc_t>(t1[j]);
         ds[plane] = static_cast<acc_t>(t2[j]);
-        mg[j] = static_cast<acc_t>(t1[j]) * inv_m;
-        mgy[j] = static_cast<acc_t>(t2[j]) * inv_m;
+        mg_d[j] = t1[j] / static_cast<double>(M);
+        mgy_d[j] = t2[j] / static_cast<double>(M);
+        mg[j] = static_cast<acc_t>(mg_d[j]);
+        mgy[j] = static_cast<acc_t>(mgy_d[j]);
         t1[j] = t2[j] = 0;
       }
       // Sweep 2: dz, written as dx, and its plane sums.
@@ -378,10 +382,13 @@ void backward_channels_last(const AdainNoiseParams& p, const acc_t* nzbuf, int64
           for (int64_t j = 0; j < cb; ++j) {
             const acc_t z = adain_z(S::load(xr[j]), nzq, nsv[j], bv[j]);
             const acc_t h = (gain * ActFn<A, acc_t>::f(z, alpha) - mean[j]) * rstd[j];
-            const acc_t dz = adain_dz<A, acc_t>(z, S::load(gr[j]), h, alpha, gain, k[j], mg[j], mgy[j]);
-            dr[j] = S::store(dz);
-            a1[j] += static_cast<double>(dz);
-            a2[j] += static_cast<double>(dz) * static_cast<double>(nzq);
+            const acc_t gv = S::load(gr[j]);
+            dr[j] = S::store(adain_dz<A, acc_t>(z, gv, h, alpha, gain, k[j], mg[j], mgy[j]));
+            // The plane sums in double, k applied after (see backward_planes).
+            const double u = static_cast<double>(gain * ActFn<A, acc_t>::d1(z, alpha)) *
+                             (static_cast<double>(gv) - mg_d[j] - static_cast<double>(h) * mgy_d[j]);
+            a1[j] += u;
+            a2[j] += u * static_cast<double>(nzq);
           }
         }
         for (int64_t j = 0; j < cb; ++j) {
@@ -391,8 +398,9 @@ void backward_channels_last(const AdainNoiseParams& p, const acc_t* nzbuf, int64
       }
       for (int64_t j = 0; j < cb; ++j) {
         const int64_t plane = n * C + c0 + j;
-        sdz[plane] = static_cast<acc_t>(t1[j]);
-        sdzn[plane] = static_cast<acc_t>(t2[j]);
+        const double k_d = static_cast<double>(rstd[j]) * static_cast<double>(s[plane]);
+        sdz[plane] = static_cast<acc_t>(k_d * t1[j]);
+        sdzn[plane] = static_cast<acc_t>(k_d * t2[j]);
       }
     }
   });
@@ -425,7 +433,10 @@ std::vector<at::Tensor> adain_noise_forward_cpu(
                                                alpha, gain, eps, seed);
   at::Tensor y = adain_noise_like_x(x, out);
   p.out = y.data_ptr();
-  if (x.numel() == 0) return {y, stats};
+  if (x.numel() == 0) {
+    stats.fill_(std::numeric_limits<double>::quiet_NaN());  // statistics of empty planes, as torch.mean
+    return {y, stats};
+  }
   dispatch_cpu_dtype(x.scalar_type(), [&](auto storage) {
     using S = decltype(storage);
     using acc_t = typename S::acc;

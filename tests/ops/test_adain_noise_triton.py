@@ -243,6 +243,8 @@ def test_public_api_through_autograd_and_double_backward(dtype, noise_kind, layo
     # The whole path a user takes: the public function on backend='triton', its custom autograd,
     # the parameter-gradient reductions and the math-path double backward, against the oracle.
     check_backend_against_oracle("triton", (2, 5, 6, 7), layout, dtype, "lrelu", noise_kind, device=DEVICE)
+    # 1x1 maps: constant planes, rstd = 1/sqrt(eps); out must be exactly style_bias
+    check_backend_against_oracle("triton", (3, 70, 1, 1), layout, dtype, "lrelu", noise_kind, device=DEVICE)
 
 
 def test_launcher_rejects_bad_arguments():
