@@ -39,9 +39,15 @@ backends.register_op(OP, {
 }, grad_orders={"cpu": None, "triton": None, "cuda": None})  # the double backward is a math path: any order
 
 
+_IMPLS: dict = {}
+
+
 def _impl(name: str):
     """The module implementing the kernel contract (forward/backward, see reference.py)."""
-    return importlib.import_module(f"ganfast.ops.adain_noise.{name}")
+    mod = _IMPLS.get(name)
+    if mod is None:
+        mod = _IMPLS[name] = importlib.import_module(f"ganfast.ops.adain_noise.{name}")
+    return mod
 
 
 def _kernel_layout(x: torch.Tensor) -> torch.Tensor:
@@ -108,7 +114,12 @@ def _backward_of_forward(ctx, dout, dstats, backward_op=None):
     x, s, noise, ns, b, stats = ctx.saved_tensors
     if dout is None:
         return (None,) * 12
-    dx, ds, dt, sdz, sdzn = backward_op(dout, x, s, noise, ns, b, stats, *ctx.args)
+    if backward_op is _AdainNoiseBackwardFn.apply and not torch.is_grad_enabled():
+        # No graph of the gradient is being built (backward without create_graph): skip the
+        # autograd.Function wrapper that only the double backward needs.
+        dx, ds, dt, sdz, sdzn = _backward(dout, x, s, noise, ns, b, stats, *ctx.args)
+    else:
+        dx, ds, dt, sdz, sdzn = backward_op(dout, x, s, noise, ns, b, stats, *ctx.args)
     need = ctx.needs_input_grad
     d_noise = None
     if noise is not None and need[3]:
@@ -278,7 +289,9 @@ def adain_noise(x: torch.Tensor, style_scale: torch.Tensor, style_bias: torch.Te
                     or noise_strength.ndim > 1 or (noise_strength.ndim == 1 and noise_strength.shape[0] not in (1, c_)):
                 got = list(noise_strength.shape) if isinstance(noise_strength, torch.Tensor) else type(noise_strength).__name__
                 raise ValueError(f"adain_noise: noise_strength must be a float, a 0-d or [1] tensor, or [{c_}], got {got}")
-            ns = noise_strength.to(acc).reshape(-1).expand(c_).contiguous()
+            ns = noise_strength.to(acc)
+            if tuple(ns.shape) != (c_,):
+                ns = ns.reshape(-1).expand(c_).contiguous()  # a scalar: autograd sums its gradient back
     s = style_scale.to(acc).contiguous()
     t = style_bias.to(acc).contiguous()
     b = bias.to(acc).contiguous() if bias is not None else None
