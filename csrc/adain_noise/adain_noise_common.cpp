@@ -82,12 +82,6 @@ AdainNoiseParams make_adain_noise_params(
   return p;
 }
 
-at::Tensor adain_noise_like_x(const at::Tensor& x, const c10::optional<at::Tensor>& out) {
-  if (!out.has_value()) return at::empty_like(x);
-  GANFAST_CHECK_SAME_LAYOUT(*out, x, "out");
-  GANFAST_CHECK_SAME_DTYPE(*out, x, "out");
-  TORCH_CHECK(out->device() == x.device(), "ganfast: out must be on ", x.device(), ", got ", out->device());
-  return *out;
-}
+at::Tensor adain_noise_like_x(const at::Tensor& x, const c10::optional<at::Tensor>& out) { return output_like(x, out); }
 
 }  // namespace ganfast

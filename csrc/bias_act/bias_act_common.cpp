@@ -59,12 +59,6 @@ BiasActParams make_bias_act_params(const at::Tensor& x, const c10::optional<at::
   return p;
 }
 
-at::Tensor bias_act_output(const at::Tensor& x, const c10::optional<at::Tensor>& out) {
-  if (!out.has_value()) return at::empty_like(x);
-  GANFAST_CHECK_SAME_LAYOUT(*out, x, "out");
-  GANFAST_CHECK_SAME_DTYPE(*out, x, "out");
-  TORCH_CHECK(out->device() == x.device(), "ganfast: out must be on ", x.device(), ", got ", out->device());
-  return *out;
-}
+at::Tensor bias_act_output(const at::Tensor& x, const c10::optional<at::Tensor>& out) { return output_like(x, out); }
 
 }  // namespace ganfast

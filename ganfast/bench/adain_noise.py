@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from ganfast.bench.spec import BenchCase, BenchSpec
+from ganfast.bench.spec import BenchCase, BenchSpec, fused_backends
 from ganfast.ops.adain_noise import adain_noise
 from ganfast.ops.adain_noise.reference import adain_noise_ref
 
@@ -74,10 +74,6 @@ def ganfast_fn(case: BenchCase, backend: str):
     return adain_noise_ganfast
 
 
-def backends_for(device: torch.device) -> tuple[str, ...]:
-    return {"cpu": ("cpu",), "cuda": ("cuda", "triton")}.get(device.type, ())
-
-
 def bytes_moved(case: BenchCase, mode: str, dtype: torch.dtype):
     n, c, h, w = case.shape
     big, plane = n * c * h * w, n * h * w
@@ -96,7 +92,7 @@ SPEC = BenchSpec(
     make_inputs=make_inputs,
     reference=reference,
     ganfast=ganfast_fn,
-    backends=backends_for,
+    backends=fused_backends,
     bytes_moved=bytes_moved,
     default_shape_set="stylegan-256",
     default_batch=8,

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ganfast.bench.spec import BenchCase, BenchSpec
+from ganfast.bench.spec import BenchCase, BenchSpec, fused_backends
 from ganfast.ops.bias_act import bias_act
 from ganfast.ops.bias_act.reference import ACTIVATIONS, bias_act_ref
 
@@ -74,11 +74,6 @@ def ganfast_fn(case: BenchCase, backend: str):
     return bias_act_ganfast
 
 
-def backends_for(device: torch.device) -> tuple[str, ...]:
-    # 'reference' is not listed: through the public API it is the eager reference row again.
-    return {"cpu": ("cpu",), "cuda": ("cuda", "triton")}.get(device.type, ())
-
-
 def bytes_moved(case: BenchCase, mode: str, dtype: torch.dtype) -> int:
     n = math.prod(case.shape)
     c = case.shape[1]
@@ -104,7 +99,7 @@ SPEC = BenchSpec(
     make_inputs=make_inputs,
     reference=reference,
     ganfast=ganfast_fn,
-    backends=backends_for,
+    backends=fused_backends,
     bytes_moved=bytes_moved,
     default_shape_set="stylegan2-256",
     bytes_model=("fwd: read x, b, write y; bwd: read dy, x, b, write dx, db; fwd+bwd: both; "

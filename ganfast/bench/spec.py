@@ -56,3 +56,11 @@ class BenchSpec:
             keep = set(self.quick_labels[shape_set])
             cases = [c for c in cases if c.label in keep]
         return cases
+
+
+def fused_backends(device: torch.device) -> tuple[str, ...]:
+    """The ganfast backends worth timing on `device` for an op with every fused backend.
+
+    'reference' is not listed: through the public API it is the eager reference row again.
+    """
+    return {"cpu": ("cpu",), "cuda": ("cuda", "triton")}.get(device.type, ())

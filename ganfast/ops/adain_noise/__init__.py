@@ -24,6 +24,7 @@ from typing import Optional, Union
 import torch
 
 from ganfast import backends
+from ganfast.ops._layout import is_eager, layout_of
 from ganfast.ops.adain_noise.reference import adain_noise_ref, draw_noise
 from ganfast.ops.bias_act.reference import ACTIVATIONS
 
@@ -57,10 +58,6 @@ def _kernel_layout(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous()
 
 
-def _like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return t if t.stride() == x.stride() else torch.empty_like(x).copy_(t)
-
-
 def _forward(x, s, t, noise, ns, b, act, alpha, gain, eps, seed, backend):
     x = _kernel_layout(x)
     name = backends.select(OP, (x, s, t, noise, ns, b), backend or None)
@@ -69,10 +66,10 @@ def _forward(x, s, t, noise, ns, b, act, alpha, gain, eps, seed, backend):
 
 def _backward(g, x, s, noise, ns, b, stats, act, alpha, gain, eps, seed, backend):
     x = _kernel_layout(x)
-    g = _like(g, x)
+    g = layout_of(g, x)
     name = backends.select(OP, (x, g, s, noise, ns, b), backend or None)
     dx, ds, dt, sdz, sdzn = _impl(name).backward(g, x, s, noise, ns, b, stats, act, alpha, gain, eps, seed)
-    return _like(dx, x), ds, dt, sdz, sdzn
+    return layout_of(dx, x), ds, dt, sdz, sdzn
 
 
 # ---- custom ops ----
@@ -158,7 +155,7 @@ def _backward_of_backward(ctx, gdx, gds, gdt, gsdz, gsdzn):
 
     outs, vjp = torch.func.vjp(first, *(values[k] for k in present))
     cot = tuple(c if c is not None else torch.zeros_like(o) for c, o in zip((gdx, gds, gdt, gsdz, gsdzn), outs))
-    cot = (_like(cot[0], outs[0]),) + cot[1:]
+    cot = (layout_of(cot[0], outs[0]),) + cot[1:]
     grads = dict(zip(present, vjp(cot)))
     return tuple(grads.get(k) for k in names) + (None,) * 7
 
@@ -191,12 +188,6 @@ class _AdainNoiseBackwardFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         return _backward_of_backward(ctx, *grads)
-
-
-def _eager(*tensors) -> bool:
-    if torch.compiler.is_compiling():
-        return False
-    return all(t is None or type(t) in (torch.Tensor, torch.nn.Parameter) for t in tensors)
 
 
 # ---- public API ----
@@ -301,6 +292,6 @@ def adain_noise(x: torch.Tensor, style_scale: torch.Tensor, style_bias: torch.Te
         nz = noise if seed is None else draw_noise(seed, n_, h, w, device=x.device, dtype=x.dtype)
         return adain_noise_ref(x, s, t, nz, ns, b, act, alpha, gain, eps, upcast=True)
     seed_arg = -1 if seed is None else seed
-    if _eager(x, s, t, noise, ns, b):
+    if is_eager(x, s, t, noise, ns, b):
         return _AdainNoiseFn.apply(x, s, t, noise, ns, b, act, alpha, gain, eps, seed_arg, name or "")[0]
     return torch.ops.ganfast.adain_noise(x, s, t, noise, ns, b, act, alpha, gain, eps, seed_arg, name or "")[0]

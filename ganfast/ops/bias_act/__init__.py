@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from ganfast import backends
-from ganfast.ops._layout import dense, layout_of
+from ganfast.ops._layout import dense, is_eager, layout_of
 from ganfast.ops.bias_act.reference import ACTIVATIONS, bias_act_ref, bias_shape
 
 __all__ = ["bias_act", "BIAS_ACT_ACTIVATIONS", "resolve_args"]
@@ -191,13 +191,6 @@ class _BiasActGrad2Fn(torch.autograd.Function):
         return _backward_grad2(ctx, *grads)
 
 
-def _eager(*tensors) -> bool:
-    """True outside torch.compile / tracing: plain tensors only (no fake or proxy subclasses)."""
-    if torch.compiler.is_compiling():
-        return False
-    return all(t is None or type(t) in (torch.Tensor, torch.nn.Parameter) for t in tensors)
-
-
 # ---- public API ----
 
 def resolve_args(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str, alpha, gain, clamp):
@@ -256,6 +249,6 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
     name = backends.requested_backend(backend)
     if name == "reference":
         return bias_act_ref(x, b, dim, act, alpha, gain, clamp)
-    if _eager(x, b):
+    if is_eager(x, b):
         return _BiasActFn.apply(x, b, dim, act, alpha, gain, clamp, name or "")
     return torch.ops.ganfast.bias_act(x, b, dim, act, alpha, gain, clamp, name or "")
