@@ -1,5 +1,6 @@
 """ganfast fused ops. Each op: reference (the spec), cpu / triton / cuda fast paths, one public function."""
 from ganfast.ops.bias_act import bias_act, BIAS_ACT_ACTIVATIONS
 from ganfast.ops.adain_noise import adain_noise, draw_noise
+from ganfast.ops.upfirdn2d import setup_filter, upfirdn2d
 
-__all__ = ["bias_act", "BIAS_ACT_ACTIVATIONS", "adain_noise", "draw_noise"]
+__all__ = ["bias_act", "BIAS_ACT_ACTIVATIONS", "adain_noise", "draw_noise", "upfirdn2d", "setup_filter"]

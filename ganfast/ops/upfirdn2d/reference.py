@@ -1,0 +1,145 @@
+"""upfirdn2d in plain PyTorch: the specification and the universal fallback.
+
+For each channel of x [N, C, H, W], in order:
+  1. upsample by inserting up - 1 zeros after every pixel (per axis: up_x, up_y);
+  2. pad with zeros (padding [x0, x1, y0, y1]; negative values crop);
+  3. convolve with the FIR filter f (true convolution; flip_filter=True gives correlation),
+     keeping only outputs whose footprint lies inside the padded image ("valid");
+  4. downsample by keeping every down-th pixel (per axis: down_x, down_y).
+f is [fh, fw] (non-separable), [taps] (separable: applied along x, then along y) or None (the
+identity). gain scales the result: a 2-D filter is multiplied by gain, a separable one by
+sqrt(gain) per axis. Output size per axis: (in * up + pad0 + pad1 - taps + down) // down.
+The argument conventions are those of the StyleGAN2/StyleGAN3 codebases' upfirdn2d, so it drops
+in. Differentiable to any order by autograd. Never imports Triton or the extensions.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+IntPair = Union[int, Sequence[int]]
+
+
+def parse_scaling(scaling: IntPair, name: str) -> tuple[int, int]:
+    """(sx, sy) from an int or an [x, y] pair, each >= 1."""
+    if isinstance(scaling, int) and not isinstance(scaling, bool):
+        scaling = (scaling, scaling)
+    if not isinstance(scaling, (list, tuple)) or len(scaling) != 2 or \
+            not all(isinstance(v, int) and not isinstance(v, bool) for v in scaling):
+        raise ValueError(f"upfirdn2d: {name} must be an int or a pair of ints [x, y], got {scaling!r}")
+    sx, sy = scaling
+    if sx < 1 or sy < 1:
+        raise ValueError(f"upfirdn2d: {name} must be >= 1, got {list(scaling)}")
+    return sx, sy
+
+
+def parse_padding(padding: IntPair) -> tuple[int, int, int, int]:
+    """(x0, x1, y0, y1) from an int, an [x, y] pair or an [x0, x1, y0, y1] quadruple."""
+    if isinstance(padding, int) and not isinstance(padding, bool):
+        padding = (padding, padding)
+    if not isinstance(padding, (list, tuple)) or len(padding) not in (2, 4) or \
+            not all(isinstance(v, int) and not isinstance(v, bool) for v in padding):
+        raise ValueError(f"upfirdn2d: padding must be an int, [x, y] or [x0, x1, y0, y1] ints, got {padding!r}")
+    if len(padding) == 2:
+        px, py = padding
+        padding = (px, px, py, py)
+    return tuple(padding)
+
+
+def filter_size(f: Optional[torch.Tensor]) -> tuple[int, int]:
+    """(fw, fh) of a filter: [fh, fw], [taps] (separable: taps x taps) or None (1 x 1)."""
+    if f is None:
+        return 1, 1
+    if not isinstance(f, torch.Tensor) or f.ndim not in (1, 2):
+        got = f"shape {list(f.shape)}" if isinstance(f, torch.Tensor) else type(f).__name__
+        raise ValueError(f"upfirdn2d: f must be None, a [taps] or a [fh, fw] tensor, got {got}")
+    fw, fh = f.shape[-1], f.shape[0]
+    if fw < 1 or fh < 1:
+        raise ValueError(f"upfirdn2d: f must have at least one tap, got shape {list(f.shape)}")
+    return fw, fh
+
+
+def output_size(in_h: int, in_w: int, f: Optional[torch.Tensor], up: IntPair = 1, down: IntPair = 1,
+                padding: IntPair = 0) -> tuple[int, int]:
+    """(out_h, out_w) of upfirdn2d for an [in_h, in_w] input."""
+    upx, upy = parse_scaling(up, "up")
+    downx, downy = parse_scaling(down, "down")
+    px0, px1, py0, py1 = parse_padding(padding)
+    fw, fh = filter_size(f)
+    return ((in_h * upy + py0 + py1 - fh + downy) // downy, (in_w * upx + px0 + px1 - fw + downx) // downx)
+
+
+def setup_filter(f, normalize: bool = True, flip_filter: bool = False, gain: float = 1,
+                 separable: Optional[bool] = None, device=None) -> torch.Tensor:
+    """A float32 FIR filter for upfirdn2d from f: a tensor or nested list of shape [fh, fw] or
+    [taps], a number (a 1-tap filter) or None (the identity, [1]).
+
+    normalize: divide by the sum so a constant signal keeps its magnitude. gain: overall scale (a
+    2-D filter times gain, a separable one times sqrt(gain)). separable: return [taps] (True) or
+    [taps, taps] (False, the outer product); None picks separable for 1-D filters of 8 taps or
+    more, as the StyleGAN2 codebases do.
+    """
+    if f is None:
+        f = 1
+    f = torch.as_tensor(f, dtype=torch.float32, device=device)
+    if f.ndim == 0:
+        f = f.reshape(1)
+    if f.ndim not in (1, 2) or f.numel() == 0:
+        raise ValueError(f"setup_filter: f must be a number, [taps] or [fh, fw], got shape {list(f.shape)}")
+    if normalize:
+        total = f.sum()
+        if total == 0:
+            raise ValueError("setup_filter: normalize=True needs a filter whose taps do not sum to 0")
+        f = f / total
+    if separable is None:
+        separable = f.ndim == 1 and f.numel() >= 8
+    if f.ndim == 1 and not separable:
+        f = torch.outer(f, f)
+    if f.ndim == 2 and separable:
+        raise ValueError("setup_filter: a 2-D filter cannot be made separable")
+    if flip_filter:
+        f = f.flip(list(range(f.ndim)))
+    return f * (gain ** (f.ndim / 2))
+
+
+def upfirdn2d_ref(x: torch.Tensor, f: Optional[torch.Tensor], up: IntPair = 1, down: IntPair = 1,
+                  padding: IntPair = 0, flip_filter: bool = False, gain: float = 1) -> torch.Tensor:
+    """Reference upfirdn2d (see the module docstring). x: [N, C, H, W]; returns [N, C, out_h, out_w]."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f"upfirdn2d: x must be [N, C, H, W], got "
+                         f"{list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    upx, upy = parse_scaling(up, "up")
+    downx, downy = parse_scaling(down, "down")
+    px0, px1, py0, py1 = parse_padding(padding)
+    if f is None:
+        f = torch.ones(1, 1, dtype=x.dtype, device=x.device)
+    filter_size(f)
+    n, c, h, w = x.shape
+    out_h, out_w = output_size(h, w, f, (upx, upy), (downx, downy), (px0, px1, py0, py1))
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"upfirdn2d: the output would be empty ({out_h} x {out_w}) for x {list(x.shape)}, "
+                         f"f {list(f.shape)}, up {[upx, upy]}, down {[downx, downy]}, padding {[px0, px1, py0, py1]}")
+    # 1. zero insertion: each pixel followed by up - 1 zeros, per axis
+    x = x.reshape(n, c, h, 1, w, 1)
+    x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
+    x = x.reshape(n, c, h * upy, w * upx)
+    # 2. pad, then crop (negative padding); padding first keeps a crop wider than the image
+    #    well defined: it cuts into the zeros padded on the other side
+    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
+    x = x[:, :, max(-py0, 0):x.shape[2] - max(-py1, 0), max(-px0, 0):x.shape[3] - max(-px1, 0)]
+    # 3. filter: conv2d correlates, so flip for a true convolution
+    f = f.to(x.dtype)
+    if not flip_filter:
+        f = f.flip(list(range(f.ndim)))
+    f = f * (gain ** (f.ndim / 2))
+    xr = x.reshape(n * c, 1, x.shape[2], x.shape[3])
+    if f.ndim == 2:
+        xr = F.conv2d(xr, f[None, None])
+    else:
+        xr = F.conv2d(xr, f[None, None, None, :])   # along x
+        xr = F.conv2d(xr, f[None, None, :, None])   # along y
+    x = xr.reshape(n, c, xr.shape[2], xr.shape[3])
+    # 4. keep every down-th pixel
+    return x[:, :, ::downy, ::downx]
