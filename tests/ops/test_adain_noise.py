@@ -135,6 +135,18 @@ def test_cpu_constant_planes(dtype, layout):
 
 
 @needs_cpu_ext
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_cpu_stylegan_1024_plane(layout):
+    # A 1024x1024 map with 16 channels (StyleGAN's last layer): planes of 1M elements. swish, not
+    # lrelu: among 16M elements some z land within float rounding of lrelu's kink, where the fp32
+    # kernel and the fp64 oracle may take different sides (a 5x gradient jump that measures the
+    # rounding, not the kernel); the smooth activation tests the reductions at this size.
+    check_backend_against_oracle("cpu", (1, 16, 1024, 1024), layout, torch.float32, "swish", "seed", double=False)
+    check_backend_against_oracle("cpu", (1, 16, 1024, 1024), layout, torch.bfloat16, "swish", "tensor", double=False)
+
+
+@needs_cpu_ext
 def test_cpu_without_strength_means_unit_strength():
     check_backend_against_oracle("cpu", (2, 3, 4, 5), "contiguous", torch.float64, "lrelu", "tensor",
                                  with_strength=False)
