@@ -1,0 +1,108 @@
+"""modulated_conv2d in plain PyTorch, in both StyleGAN2 formulations: the specification.
+
+For sample n, output channel o:
+    w[n, o, i]  = weight[o, i] * styles[n, i]                                  (modulation)
+    dcoef[n, o] = rsqrt(sum over (i, kh, kw) of w[n, o, i]^2 + 1e-8)            (demodulation)
+    y[n, o]     = conv2d_resample(x[n], w[n, o] * dcoef[n, o], ...) + noise
+    out         = bias_act(y, bias, act, alpha, gain, clamp)
+conv2d_resample upsamples (zero insertion, then the resample filter with gain up^2), convolves
+with the ("valid") kernel, then filters and downsamples; `padding` is with respect to the
+upsampled image, as in the StyleGAN2 codebases. Two formulations compute the same thing:
+  grouped (fused_modconv=True):  per-sample weights [N, Cout, Cin, kh, kw], one grouped conv
+  scaled  (fused_modconv=False): x * styles, one shared conv, then * dcoef
+The fast paths are held to both. Never imports Triton or the extensions.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from ganfast.ops.bias_act.reference import bias_act_ref
+from ganfast.ops.upfirdn2d.reference import IntPair, filter_size, parse_padding, upfirdn2d_ref
+
+
+def resample_padding(f: Optional[torch.Tensor], up: int, down: int, padding: IntPair) -> tuple[int, int, int, int]:
+    """The upfirdn2d padding [x0, x1, y0, y1] of conv2d_resample's first step: the user padding
+    (relative to the upsampled image) plus what centres the resample filter for up and down."""
+    fw, fh = filter_size(f)
+    px0, px1, py0, py1 = parse_padding(padding)
+    if up > 1:
+        px0, px1 = px0 + (fw + up - 1) // 2, px1 + (fw - up) // 2
+        py0, py1 = py0 + (fh + up - 1) // 2, py1 + (fh - up) // 2
+    if down > 1:
+        px0, px1 = px0 + (fw - down + 1) // 2, px1 + (fw - down) // 2
+        py0, py1 = py0 + (fh - down + 1) // 2, py1 + (fh - down) // 2
+    return px0, px1, py0, py1
+
+
+def conv2d_resample_ref(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tensor] = None, up: int = 1,
+                        down: int = 1, padding: IntPair = 0, groups: int = 1, flip_weight: bool = True,
+                        flip_filter: bool = False) -> torch.Tensor:
+    """x [N, C, H, W] (C = groups * w.shape[1]), w [Cout, C / groups, kh, kw].
+
+    upsample by `up` through f (gain up^2), pad, convolve with w (flip_weight=True: correlation,
+    as torch's conv2d; False: true convolution), then filter with f and keep every down-th pixel.
+    """
+    for name, v in (("up", up), ("down", down)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"conv2d_resample: {name} must be an int >= 1, got {v!r}")
+    pad = resample_padding(f, up, down, padding)
+    x = upfirdn2d_ref(x, f if up > 1 else None, up=up, padding=pad, gain=up ** 2, flip_filter=flip_filter)
+    x = F.conv2d(x, w.to(x.dtype) if flip_weight else w.flip([2, 3]).to(x.dtype), groups=groups)
+    if down > 1:
+        x = upfirdn2d_ref(x, f, down=down, flip_filter=flip_filter)
+    return x
+
+
+def fp16_prenormalize(weight: torch.Tensor, styles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """StyleGAN2's fp16 safeguard: scale weight per output channel and styles per sample so that
+    the modulated weights stay in fp16 range. With demodulation the scales cancel exactly."""
+    cin, kh, kw = weight.shape[1:]
+    weight = weight * (1 / (cin * kh * kw) ** 0.5 / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+    styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    return weight, styles
+
+
+def demod_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """dcoef [N, Cout] = rsqrt(sum over (Cin, kh, kw) of (weight * styles)^2 + 1e-8), computed as
+    styles^2 @ (weight^2 summed over the kernel) without forming the per-sample weights."""
+    wsq = weight.square().sum(dim=[2, 3])                   # [Cout, Cin]
+    return (styles.square() @ wsq.t() + 1e-8).rsqrt()      # [N, Cout]
+
+
+def modulated_conv2d_ref(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
+                         noise: Optional[torch.Tensor] = None, up: int = 1, down: int = 1, padding: IntPair = 0,
+                         resample_filter: Optional[torch.Tensor] = None, demodulate: bool = True,
+                         flip_weight: bool = True, fused_modconv: bool = True, bias: Optional[torch.Tensor] = None,
+                         act: str = "linear", alpha: float = 0.0, gain: float = 1.0, clamp: float = -1.0,
+                         fp16_safeguard: bool = False) -> torch.Tensor:
+    """Reference modulated_conv2d with resolved arguments (see the module docstring).
+
+    x [N, Cin, H, W]; weight [Cout, Cin, kh, kw]; styles [N, Cin]; noise broadcastable to the
+    output [N, Cout, H', W'] or None; bias [Cout] or None; clamp < 0: none. fused_modconv picks the
+    formulation (grouped: True, scaled: False).
+    """
+    n, cin = x.shape[:2]
+    cout = weight.shape[0]
+    weight = weight.to(x.dtype)
+    styles = styles.to(x.dtype)
+    if fp16_safeguard and demodulate:
+        weight, styles = fp16_prenormalize(weight, styles)
+    if fused_modconv:
+        w = weight.unsqueeze(0) * styles.reshape(n, 1, cin, 1, 1)           # [N, Cout, Cin, kh, kw]
+        if demodulate:
+            w = w * (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt().reshape(n, cout, 1, 1, 1)
+        y = conv2d_resample_ref(x.reshape(1, n * cin, *x.shape[2:]), w.reshape(n * cout, cin, *w.shape[3:]),
+                                resample_filter, up, down, padding, groups=n, flip_weight=flip_weight)
+        y = y.reshape(n, cout, *y.shape[2:])
+    else:
+        y = conv2d_resample_ref(x * styles.reshape(n, cin, 1, 1), weight, resample_filter, up, down, padding,
+                                flip_weight=flip_weight)
+        if demodulate:
+            y = y * demod_coefficients(weight, styles).reshape(n, cout, 1, 1)
+    if noise is not None:
+        y = y + noise.to(y.dtype)
+    b = bias.to(y.dtype) if bias is not None else None
+    return bias_act_ref(y, b, 1, act, alpha, gain, clamp)
