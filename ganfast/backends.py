@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib
 import os
 import threading
 import warnings
@@ -99,6 +100,23 @@ def register_op(op: str, dtypes_by_backend: dict[str, Iterable[torch.dtype]],
 def op_grad_order(op: str, backend: str) -> Optional[int]:
     """The highest gradient order `backend` computes for `op` (None: any order)."""
     return _OP_GRAD_ORDERS.get(op, {}).get(backend, _BACKENDS[backend].max_grad_order)
+
+
+# The table of an op with every fused backend: fp16/bf16/fp32 everywhere, fp64 on the CPU paths.
+HALF_AND_FLOAT = (torch.float16, torch.bfloat16, torch.float32)
+FUSED_OP_DTYPES = {
+    "reference": HALF_AND_FLOAT + (torch.float64,),
+    "cpu": HALF_AND_FLOAT + (torch.float64,),
+    "triton": HALF_AND_FLOAT,
+    "cuda": HALF_AND_FLOAT,
+}
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_module(op: str, name: str):
+    """ganfast.ops.<op>.<name>: the module implementing op's kernel contract on backend `name`
+    (imported once; dispatch runs on every call)."""
+    return importlib.import_module(f"ganfast.ops.{op}.{name}")
 
 
 def op_dtypes(op: str, backend: str) -> Optional[frozenset]:

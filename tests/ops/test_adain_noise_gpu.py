@@ -35,7 +35,8 @@ def _ext(kind: str):
         pytest.skip(f"{kind} extension unavailable: {why}")
     mod = ganfast._ext.extension(kind)
     if not hasattr(mod, "adain_noise_forward"):
-        pytest.skip(f"the built {kind} extension predates adain_noise: rebuild it")
+        pytest.fail(f"the built {kind} extension has no adain_noise kernels (built before they existed): "
+                    "rebuild it (pip install -e . or python setup.py build_ext --inplace)")
     return mod
 
 

@@ -17,7 +17,6 @@ itself casts and sums their gradients back.
 """
 from __future__ import annotations
 
-import importlib
 import numbers
 from typing import Optional, Union
 
@@ -25,30 +24,19 @@ import torch
 
 from ganfast import backends
 from ganfast.ops._layout import is_eager, layout_of
+from ganfast.ops.adain_noise import reference
 from ganfast.ops.adain_noise.reference import adain_noise_ref, draw_noise
 from ganfast.ops.bias_act.reference import ACTIVATIONS
 
 __all__ = ["adain_noise", "draw_noise"]
 
 OP = "adain_noise"
-_HALF_FLOAT = (torch.float16, torch.bfloat16, torch.float32)
-backends.register_op(OP, {
-    "reference": _HALF_FLOAT + (torch.float64,),
-    "cpu": _HALF_FLOAT + (torch.float64,),
-    "triton": _HALF_FLOAT,
-    "cuda": _HALF_FLOAT,
-}, grad_orders={"cpu": None, "triton": None, "cuda": None})  # the double backward is a math path: any order
-
-
-_IMPLS: dict = {}
+backends.register_op(OP, backends.FUSED_OP_DTYPES, grad_orders={"cpu": None, "triton": None, "cuda": None})  # the double backward is a math path: any order
 
 
 def _impl(name: str):
     """The module implementing the kernel contract (forward/backward, see reference.py)."""
-    mod = _IMPLS.get(name)
-    if mod is None:
-        mod = _IMPLS[name] = importlib.import_module(f"ganfast.ops.adain_noise.{name}")
-    return mod
+    return backends.kernel_module(OP, name)
 
 
 def _kernel_layout(x: torch.Tensor) -> torch.Tensor:
@@ -125,10 +113,7 @@ def _backward_of_forward(ctx, dout, dstats, backward_op=None):
         if noise.shape[0] == 1:
             d_noise = d_noise.sum(dim=0, keepdim=True)
         d_noise = d_noise.to(noise.dtype)
-    has_noise = noise is not None or ctx.args[4] >= 0
-    d_ns = sdzn.sum(0) if ns is not None and need[4] and has_noise else None
-    if ns is not None and need[4] and not has_noise:
-        d_ns = torch.zeros_like(ns)
+    d_ns = sdzn.sum(0) if ns is not None and need[4] else None  # sdzn is 0 without noise
     d_b = sdz.sum(0) if b is not None and need[5] else None
     return (dx, ds if need[1] else None, dt if need[2] else None, d_noise, d_ns, d_b) + (None,) * 6
 
@@ -141,7 +126,6 @@ def _setup_backward(ctx, inputs, output):
 
 def _backward_of_backward(ctx, gdx, gds, gdt, gsdz, gsdzn):
     """The double backward: vjp through the reference backward (same contract, any order)."""
-    from ganfast.ops.adain_noise import reference
     g, x, s, noise, ns, b = ctx.saved_tensors
     act, alpha, gain, eps, seed = ctx.args
     names = ("g", "x", "s", "noise", "ns", "b")

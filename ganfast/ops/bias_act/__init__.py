@@ -10,7 +10,6 @@ run time. backend='reference' bypasses the custom ops entirely: plain PyTorch, a
 """
 from __future__ import annotations
 
-import importlib
 from typing import Optional
 
 import torch
@@ -24,18 +23,12 @@ __all__ = ["bias_act", "BIAS_ACT_ACTIVATIONS", "resolve_args"]
 BIAS_ACT_ACTIVATIONS = tuple(ACTIVATIONS)
 OP = "bias_act"
 
-_HALF_FLOAT = (torch.float16, torch.bfloat16, torch.float32)
-backends.register_op(OP, {
-    "reference": _HALF_FLOAT + (torch.float64,),
-    "cpu": _HALF_FLOAT + (torch.float64,),
-    "triton": _HALF_FLOAT,
-    "cuda": _HALF_FLOAT,
-})
+backends.register_op(OP, backends.FUSED_OP_DTYPES)
 
 
 def _impl(name: str):
     """The module implementing the kernel contract `run(order, x, b, g, gg, dim, act, alpha, gain, clamp, want_db)`."""
-    return importlib.import_module(f"ganfast.ops.bias_act.{name}")
+    return backends.kernel_module(OP, name)
 
 
 def _run(order: int, x, b, g, gg, dim, act, alpha, gain, clamp, want_db, backend):
