@@ -48,9 +48,14 @@ def conv2d_resample_ref(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tens
     for name, v in (("up", up), ("down", down)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"conv2d_resample: {name} must be an int >= 1, got {v!r}")
-    pad = resample_padding(f, up, down, padding)
-    x = upfirdn2d_ref(x, f if up > 1 else None, up=up, padding=pad, gain=up ** 2, flip_filter=flip_filter)
-    x = F.conv2d(x, w.to(x.dtype) if flip_weight else w.flip([2, 3]).to(x.dtype), groups=groups)
+    px0, px1, py0, py1 = pad = resample_padding(f, up, down, padding)
+    w = w.to(x.dtype) if flip_weight else w.flip([2, 3]).to(x.dtype)
+    if up == 1 and px0 == px1 >= 0 and py0 == py1 >= 0:
+        # plain padding: let the convolution do it (as the StyleGAN2 codebases do)
+        x = F.conv2d(x, w, padding=(py0, px0), groups=groups)
+    else:
+        x = upfirdn2d_ref(x, f if up > 1 else None, up=up, padding=pad, gain=up ** 2, flip_filter=flip_filter)
+        x = F.conv2d(x, w, groups=groups)
     if down > 1:
         x = upfirdn2d_ref(x, f, down=down, flip_filter=flip_filter)
     return x
@@ -106,3 +111,87 @@ def modulated_conv2d_ref(x: torch.Tensor, weight: torch.Tensor, styles: torch.Te
         y = y + noise.to(y.dtype)
     b = bias.to(y.dtype) if bias is not None else None
     return bias_act_ref(y, b, 1, act, alpha, gain, clamp)
+
+
+# ---- kernel contracts of the fused backends ----
+#
+# The fused paths split modulated_conv2d into
+#   a      = conv2d(x * styles, weight)  (the modulated convolution before demodulation)
+#   dcoef  = demod_coefficients(weight, styles)          [N, Cout], fp32
+#   out    = epilogue(a, dcoef, noise, bias)             one pass: demod, noise, bias, act, gain, clamp
+# The cpu backend runs the convolution through torch (oneDNN) and the epilogue in C++; the triton
+# backend fuses all three into an implicit-GEMM kernel; the cuda backend runs the convolution
+# through torch (cuDNN) and the epilogue and demodulation in CUDA.
+
+def epilogue_forward(a: torch.Tensor, dcoef: Optional[torch.Tensor], noise: Optional[torch.Tensor],
+                     bias: Optional[torch.Tensor], act: str, alpha: float, gain: float,
+                     clamp: float) -> torch.Tensor:
+    """Epilogue kernel contract (forward). Every backend: same signature and meaning.
+
+    a:     [N, C, H, W] contiguous, fp16/bf16/fp32 (fp64 on cpu).
+    dcoef: [N, C] contiguous float32 (float64 when a is), or None (no demodulation).
+    noise: a's dtype, expanded to [N, C, H, W] (any strides, 0 for broadcast dims), or None.
+    bias:  [C] contiguous float32 (float64 when a is), or None.
+    act, alpha, gain, clamp: as bias_act (clamp < 0: none). Math in fp32 (fp64 for fp64).
+      z = a * dcoef[n, c] + noise + bias[c];  out = clamp(act(z) * gain, -clamp, clamp)
+    Returns a new contiguous tensor like a.
+    """
+    acc = torch.float64 if a.dtype == torch.float64 else torch.float32
+    z = a.to(acc)
+    if dcoef is not None:
+        z = z * dcoef.to(acc)[:, :, None, None]
+    if noise is not None:
+        z = z + noise.to(acc)
+    return bias_act_ref(z, bias.to(acc) if bias is not None else None, 1, act, alpha, gain, clamp).to(a.dtype)
+
+
+def epilogue_backward(g: torch.Tensor, a: torch.Tensor, dcoef: Optional[torch.Tensor],
+                      noise: Optional[torch.Tensor], bias: Optional[torch.Tensor], act: str,
+                      alpha: float, gain: float, clamp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Epilogue kernel contract (backward), given g = dL/dout (a's shape, dtype and layout).
+
+    With z as in epilogue_forward and dz = dL/dz = g * gain * act'(z) * [|gain * act(z)| <= clamp]:
+      da   = dz * dcoef[n, c]  (dz when dcoef is None), a new contiguous tensor in a's dtype
+      sums = [N, C, 2] float32 (float64 when a is): sums[n, c, 0] = sum_hw dz,
+             sums[n, c, 1] = sum_hw dz * a       (accumulated in fp32 / fp64, deterministic)
+    so dbias = sums[..., 0].sum(0), ddcoef = sums[..., 1], dnoise = dz summed to noise's shape.
+    Derivative conventions at kinks are bias_act's (csrc/common/bias_act_math.h).
+    """
+    acc = torch.float64 if a.dtype == torch.float64 else torch.float32
+    a_acc = a.to(acc)
+    z = a_acc if dcoef is None else a_acc * dcoef.to(acc)[:, :, None, None]
+    if noise is not None:
+        z = z + noise.to(acc)
+    b = bias.to(acc) if bias is not None else None
+
+    def f(z_):
+        return bias_act_ref(z_, b, 1, act, alpha, gain, clamp)
+
+    dz = torch.func.vjp(f, z)[1](g.to(acc))[0]
+    da = dz if dcoef is None else dz * dcoef.to(acc)[:, :, None, None]
+    sums = torch.stack([dz.sum(dim=[2, 3]), (dz * a_acc).sum(dim=[2, 3])], dim=-1)
+    return da.to(a.dtype), sums
+
+
+def modconv_forward(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, dcoef: Optional[torch.Tensor],
+                    noise: Optional[torch.Tensor], bias: Optional[torch.Tensor], padding: tuple[int, int, int, int],
+                    flip_weight: bool, act: str, alpha: float, gain: float, clamp: float,
+                    want_a: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Fused modulated-convolution kernel contract (triton; up = down = 1), everything in one pass.
+
+    x:       [N, Cin, H, W] contiguous, fp16/bf16/fp32.
+    weight:  [Cout, Cin, kh, kw] contiguous, x's dtype.   styles: [N, Cin] contiguous float32.
+    dcoef:   [N, Cout] contiguous float32 or None.        noise, bias, act..clamp: as epilogue_forward.
+    padding: (x0, x1, y0, y1), each >= 0. flip_weight: True = correlation (torch's conv2d).
+      a   = conv2d(pad(x) * styles[n, cin], weight)         [N, Cout, H', W'], fp32 accumulation
+      out = epilogue_forward(a, dcoef, noise, bias, ...)    every element written once
+    Returns (out, a): a (in x's dtype, contiguous) only when want_a (the backward needs it), else None.
+    The per-sample weights weight * styles[n] are never written to memory.
+    """
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    px0, px1, py0, py1 = padding
+    xs = F.pad(x.to(acc), [px0, px1, py0, py1]) * styles.to(acc)[:, :, None, None]
+    w = weight.to(acc) if flip_weight else weight.to(acc).flip([2, 3])
+    a = F.conv2d(xs, w)
+    out = epilogue_forward(a, dcoef, noise, bias, act, alpha, gain, clamp)
+    return out.to(x.dtype), (a.to(x.dtype) if want_a else None)

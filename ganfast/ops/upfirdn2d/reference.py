@@ -129,7 +129,10 @@ def upfirdn2d_ref(x: torch.Tensor, f: Optional[torch.Tensor], up: IntPair = 1, d
     #    well defined: it cuts into the zeros padded on the other side
     x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
     x = x[:, :, max(-py0, 0):x.shape[2] - max(-py1, 0), max(-px0, 0):x.shape[3] - max(-px1, 0)]
-    # 3. filter: conv2d correlates, so flip for a true convolution
+    # 3. filter: conv2d correlates, so flip for a true convolution (a 1x1 filter is a scale)
+    if f.numel() == 1:
+        x = x * (f.reshape([]).to(x.dtype) ** (3 - f.ndim) * gain)  # separable: the tap on both axes
+        return x[:, :, ::downy, ::downx]
     f = f.to(x.dtype)
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
@@ -143,3 +146,22 @@ def upfirdn2d_ref(x: torch.Tensor, f: Optional[torch.Tensor], up: IntPair = 1, d
     x = xr.reshape(n, c, xr.shape[2], xr.shape[3])
     # 4. keep every down-th pixel
     return x[:, :, ::downy, ::downx]
+
+
+def run(x: torch.Tensor, f: torch.Tensor, upx: int, upy: int, downx: int, downy: int,
+        px0: int, px1: int, py0: int, py1: int, flip_filter: bool, gain: float) -> torch.Tensor:
+    """The kernel contract every backend implements (cpu.py, cuda.py, triton.py: same signature).
+
+    x: [N, C, H, W] contiguous (NCHW), fp16/bf16/fp32 (fp64 on cpu); f: [fh, fw] contiguous
+    float32 (float64 when x is) on x's device, a 2-D filter (separable ones arrive as the outer
+    product); up/down >= 1; paddings any ints (negative crops). Returns a new contiguous
+    [N, C, out_h, out_w] tensor in x's dtype, every element written, accumulated in fp32 (fp64):
+
+      out[n, c, oy, ox] = gain * sum_{fy, fx} k[fy, fx] * xu[n, c, oy*downy + fy - py0, ox*downx + fx - px0]
+      xu[.., y, x] = x[.., y / upy, x / upx] when upy | y and upx | x and inside the image, else 0
+      k = f flipped on both axes (a true convolution), or f itself when flip_filter
+
+    The output is never empty (the caller checks). Gradients are not the kernel's business: the
+    gradient of upfirdn2d is again an upfirdn2d (see ganfast.ops.upfirdn2d.gradient_args).
+    """
+    return upfirdn2d_ref(x, f, (upx, upy), (downx, downy), (px0, px1, py0, py1), flip_filter, gain)
