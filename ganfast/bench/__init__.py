@@ -17,6 +17,8 @@ from ganfast.bench.spec import COMPILE, DEFAULT_MODES, EAGER, MODES, BenchCase, 
 SPECS = {
     "bias_act": "ganfast.bench.bias_act",
     "adain_noise": "ganfast.bench.adain_noise",
+    "upfirdn2d": "ganfast.bench.upfirdn2d",
+    "modulated_conv2d": "ganfast.bench.modulated_conv2d",
 }
 
 

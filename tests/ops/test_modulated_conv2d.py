@@ -8,8 +8,11 @@ import torch
 import torch.nn.functional as F
 
 import ganfast
+from ganfast import backends
 from ganfast.ops.modulated_conv2d import demod_coefficients, modulated_conv2d
 from ganfast.ops.upfirdn2d import setup_filter
+
+from .modulated_conv2d_cases import CASES, check_backend_against_oracle
 
 F64 = torch.float64
 
@@ -121,6 +124,178 @@ def test_bad_arguments_name_the_argument(kwargs, match):
         modulated_conv2d(**args)
 
 
-def test_fused_backends_say_they_are_not_built_yet():
-    with pytest.raises(ganfast.BackendNotSupported, match="has no modulated_conv2d kernel"):
-        modulated_conv2d(torch.ones(1, 1, 4, 4), torch.ones(1, 1, 1, 1), torch.ones(1, 1), backend="cpu")
+def test_reference_rejects_nothing_it_documents():
+    # backend='reference' never dispatches: it is plain PyTorch, any dtype, any order.
+    x, w, s = _inputs()
+    assert modulated_conv2d(x, w, s, padding=1, backend="reference").dtype == F64
+
+
+# ---------------------------------------------------------------- the fused composition, kernels aside
+
+def test_fused_autograd_plumbing_matches_the_reference_to_second_order(monkeypatch):
+    # The fused paths' autograd (custom ops, Function twins, the conv gradients of the one-kernel
+    # path, the double backward through the epilogue backward) with the reference kernel contracts
+    # standing in for the kernels, in float64: any mismatch is the plumbing's. Covers the split
+    # path (cpu/cuda) and the one-kernel path (triton), eagerly and under torch.compile.
+    import sys
+    from ganfast import backends
+    from ganfast.ops.modulated_conv2d import reference as ref
+    mc = sys.modules["ganfast.ops.modulated_conv2d"]
+    uf = sys.modules["ganfast.ops.upfirdn2d"]
+    monkeypatch.setattr(mc, "_impl", lambda name: ref)
+    monkeypatch.setattr(uf, "_impl", lambda name: sys.modules["ganfast.ops.upfirdn2d.reference"])
+    monkeypatch.setattr(backends, "select", lambda op, tensors, backend=None: backend or "cpu")
+    f = setup_filter([1, 3, 3, 1]).to(F64)
+    for path in ("cpu", "triton"):
+        for up, down in ((1, 1), (2, 1), (1, 2)):
+            for compiled in (False, True):
+                x, w, s = (t.requires_grad_() for t in _inputs(n=2, cin=3, cout=4, h=6, w=5))
+                b = torch.randn(4, dtype=F64, requires_grad=True)
+                ns = torch.tensor(0.7, dtype=F64, requires_grad=True)
+                noise = torch.randn(2, 1, 6 * up // down, 5 * up // down, dtype=F64)
+                kw = dict(up=up, down=down, padding=1, resample_filter=f, act="swish", gain=1.3)
+
+                def fused(x, w, s, b, ns):
+                    return modulated_conv2d(x, w, s, noise * ns, bias=b, backend=path, **kw)
+                fn = torch.compile(fused, backend="aot_eager", fullgraph=True, dynamic=False) if compiled else fused
+                args = (x, w, s, b, ns)
+                y1 = fn(*args)
+                y2 = modulated_conv2d(x, w, s, noise * ns, bias=b, backend="reference", **kw)
+                torch.testing.assert_close(y1, y2, rtol=1e-12, atol=1e-12)
+                g = torch.randn_like(y1)
+                # (torch.compile's aot_autograd has no double backward: first order only there)
+                g1 = torch.autograd.grad((y1 * g).sum(), args, create_graph=not compiled)
+                g2 = torch.autograd.grad((y2 * g).sum(), args, create_graph=True)
+                for a, e in zip(g1, g2):
+                    torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
+                if compiled:
+                    continue
+                h1 = torch.autograd.grad(sum(t.square().sum() for t in g1[:3]), args)
+                h2 = torch.autograd.grad(sum(t.square().sum() for t in g2[:3]), args)
+                for a, e in zip(h1, h2):
+                    torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-9)
+
+
+# ---------------------------------------------------------------- the cpu backend
+
+needs_cpu_ext = pytest.mark.skipif(ganfast._ext.unavailable_reason("cpu") is not None,
+                                   reason=f"CPU extension unavailable: {ganfast._ext.unavailable_reason('cpu')}")
+
+
+@needs_cpu_ext
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("case", list(CASES))
+def test_cpu_matches_the_oracle(case, dtype):
+    check_backend_against_oracle("cpu", case, dtype, double=dtype in (torch.float64, torch.float32))
+
+
+@needs_cpu_ext
+def test_cpu_gradcheck_and_gradgradcheck():
+    x, w, s = (t.requires_grad_() for t in _inputs(n=2, cin=2, cout=3, h=5, w=4))
+    b = torch.randn(3, dtype=F64, requires_grad=True)
+    noise = torch.randn(2, 1, 5, 4, dtype=F64, requires_grad=True)
+    fn = lambda x, w, s, b, n: modulated_conv2d(x, w, s, n, padding=1, bias=b, act="swish", clamp=0.8, backend="cpu")
+    assert torch.autograd.gradcheck(fn, (x, w, s, b, noise))
+    assert torch.autograd.gradgradcheck(fn, (x, w, s, b, noise))
+
+
+@needs_cpu_ext
+def test_custom_ops_pass_opcheck():
+    a = torch.randn(2, 3, 4, 5, requires_grad=True)
+    dcoef = (torch.rand(2, 3) + 0.5).requires_grad_()
+    noise = torch.randn(2, 1, 4, 5, requires_grad=True)
+    bias = torch.randn(3, requires_grad=True)
+    args = ("lrelu", 0.2, 1.4, 0.9, "cpu")
+    torch.library.opcheck(torch.ops.ganfast.modconv_epilogue.default, (a, dcoef, noise, bias) + args)
+    torch.library.opcheck(torch.ops.ganfast.modconv_epilogue.default, (a, None, None, None) + args)
+    g = torch.randn(2, 3, 4, 5, requires_grad=True)
+    torch.library.opcheck(torch.ops.ganfast.modconv_epilogue_backward.default, (g, a, dcoef, noise, bias) + args)
+    w = torch.randn(3, 4, 3, 3, requires_grad=True)
+    s = torch.randn(2, 4, requires_grad=True)
+    torch.library.opcheck(torch.ops.ganfast.modconv_demod.default, (w, s, "cpu"))
+
+
+@needs_cpu_ext
+def test_compiles_without_graph_breaks():
+    x, w, s = (t.float().requires_grad_() for t in _inputs())
+    noise = torch.randn(2, 1, 8, 8)
+    fn = lambda x, w, s: modulated_conv2d(x, w, s, noise, padding=1, act="lrelu", gain=2 ** 0.5, clamp=1.0,
+                                          backend="cpu")
+    compiled = torch.compile(lambda *a: fn(*a).square().sum(), fullgraph=True, backend="aot_eager")
+    loss = compiled(x, w, s)
+    grads = torch.autograd.grad(loss, (x, w, s))
+    expected = modulated_conv2d(x, w, s, noise, padding=1, act="lrelu", gain=2 ** 0.5, clamp=1.0,
+                                backend="reference").square().sum()
+    torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-4)
+    for a, e in zip(grads, torch.autograd.grad(expected, (x, w, s))):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------- the modules
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("cpu", marks=needs_cpu_ext)])
+def test_modules_match_the_stylegan2_layer_formula(backend):
+    # ModulatedConv2d is StyleGAN2's SynthesisLayer: styles = affine(w) with the equalized
+    # learning rate (bias 1), noise * strength, bias, lrelu * sqrt(2), conv_clamp; ToRGB scales the
+    # styles by 1/sqrt(fan_in) and does not demodulate.
+    torch.manual_seed(1)
+    layer = ganfast.nn.ModulatedConv2d(6, 5, 3, w_dim=8, resolution=8, noise_mode="const", conv_clamp=0.5,
+                                       backend=backend).double()
+    with torch.no_grad():
+        layer.noise_strength.fill_(0.3)
+        layer.bias.normal_()
+    x, w = torch.randn(2, 6, 8, 8, dtype=F64), torch.randn(2, 8, dtype=F64)
+    styles = w @ layer.affine_weight.t() / 8 ** 0.5 + layer.affine_bias
+    wt = layer.weight[None] * styles[:, None, :, None, None]
+    wt = wt * (wt.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8).rsqrt()
+    conv = torch.cat([F.conv2d(x[i:i + 1], wt[i], padding=1) for i in range(2)])
+    expected = (F.leaky_relu(conv + layer.noise_const * 0.3 + layer.bias.view(1, -1, 1, 1), 0.2) * 2 ** 0.5).clamp(-0.5, 0.5)
+    torch.testing.assert_close(layer(x, w), expected, rtol=1e-10, atol=1e-10)
+    rgb = ganfast.nn.ToRGB(6, 3, w_dim=8, backend=backend).double()
+    styles = (w @ rgb.affine_weight.t() / 8 ** 0.5 + rgb.affine_bias) / 6 ** 0.5
+    expected = torch.cat([F.conv2d(x[i:i + 1], rgb.weight * styles[i].view(1, 6, 1, 1)) for i in range(2)]) \
+        + rgb.bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(rgb(x, w), expected, rtol=1e-10, atol=1e-10)
+    assert "demodulate=False" in repr(rgb) and "kernel_size=3" in repr(layer)
+
+
+def test_module_arguments_are_checked():
+    with pytest.raises(ValueError, match="noise_mode='const' needs resolution"):
+        ganfast.nn.ModulatedConv2d(4, 4, 3, w_dim=8, noise_mode="const")
+    with pytest.raises(ValueError, match="kernel_size must be a positive int"):
+        ganfast.nn.ModulatedConv2d(4, 4, 0, w_dim=8)
+    layer = ganfast.nn.ModulatedConv2d(4, 4, 3, w_dim=8)
+    with pytest.raises(ValueError, match="w must have shape \\[N, 8\\]"):
+        layer(torch.randn(2, 4, 8, 8), torch.randn(2, 7))
+
+
+# ---------------------------------------------------------------- the triton backend (interpreter on CPU)
+
+needs_triton = pytest.mark.skipif(not backends.triton_interpret() and not torch.cuda.is_available(),
+                                  reason="TRITON_INTERPRET is unset and there is no CUDA device")
+TRITON_DEVICE = "cpu" if backends.triton_interpret() else "cuda"
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", list(CASES))
+def test_triton_matches_the_oracle(case, dtype):
+    # The one-kernel path (layer, torgb, odd; up2 after the fused upsampling) and the split path
+    # (down2: torch's convolution, then the Triton epilogue), gradients through torch's conv
+    # gradients and the Triton epilogue backward, the R1 double backward in fp32.
+    pytest.importorskip("triton")
+    check_backend_against_oracle("triton", case, dtype, device=TRITON_DEVICE, double=dtype == torch.float32)
+
+
+@needs_triton
+def test_triton_fused_op_passes_opcheck():
+    pytest.importorskip("triton")
+    d = TRITON_DEVICE
+    x = torch.randn(2, 3, 5, 4, device=d, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, device=d, requires_grad=True)
+    s = torch.randn(2, 3, device=d, requires_grad=True)
+    dcoef = (torch.rand(2, 4, device=d) + 0.5).requires_grad_()
+    noise = torch.randn(2, 1, 5, 4, device=d, requires_grad=True)
+    b = torch.randn(4, device=d, requires_grad=True)
+    torch.library.opcheck(torch.ops.ganfast.modconv_fused.default,
+                          (x, w, s, dcoef, noise, b, 1, 1, 1, 1, True, "lrelu", 0.2, 1.4, -1.0, True, "triton"))

@@ -149,8 +149,55 @@ def test_bad_arguments_name_the_argument(kwargs, match):
         upfirdn2d(**args)
 
 
-def test_fused_backends_say_they_are_not_built_yet():
-    with pytest.raises(ganfast.BackendNotSupported, match="has no upfirdn2d kernel"):
-        upfirdn2d(torch.ones(1, 1, 4, 4), torch.ones(2), backend="cpu")
-    with ganfast.use_backend("reference"):
-        assert upfirdn2d(torch.ones(1, 1, 4, 4), None).shape == (1, 1, 4, 4)
+def test_a_filter_gradient_needs_the_reference():
+    # The kernels take the filter as a constant: an explicit fused backend refuses a filter that
+    # wants a gradient, the automatic choice computes it with the reference.
+    x, f = torch.randn(1, 2, 4, 4, dtype=torch.float64), torch.randn(2, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ganfast.BackendNotSupported, match="gradient with respect to f needs backend='reference'"):
+        upfirdn2d(x, f, up=2, backend="cpu")
+    upfirdn2d(x, f, up=2).sum().backward()
+    assert f.grad is not None
+
+
+# ---------------------------------------------------------------- the cpu backend through the public op
+
+needs_cpu_ext = pytest.mark.skipif(ganfast._ext.unavailable_reason("cpu") is not None,
+                                   reason=f"CPU extension unavailable: {ganfast._ext.unavailable_reason('cpu')}")
+STYLEGAN_CALLS = [dict(up=2, padding=[2, 1, 2, 1], gain=4), dict(down=2, padding=1),
+                  dict(up=[2, 1], down=[1, 3], padding=[0, 2, -1, 1])]
+
+
+@needs_cpu_ext
+@pytest.mark.parametrize("kw", STYLEGAN_CALLS, ids=["up2", "down2", "mixed"])
+def test_cpu_gradients_of_any_order(kw):
+    # The backward is upfirdn2d again on the same backend, so gradcheck and gradgradcheck hold.
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    f = setup_filter([1, 3, 3, 1]).double()
+    fn = lambda x: upfirdn2d(x, f, backend="cpu", **kw)
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+    g = torch.randn_like(fn(x))
+    got = torch.autograd.grad((fn(x) * g).sum(), x)[0]
+    expected = torch.autograd.grad((upfirdn2d(x, f, backend="reference", **kw) * g).sum(), x)[0]
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@needs_cpu_ext
+def test_custom_op_passes_opcheck():
+    from ganfast.ops.upfirdn2d import kernel_filter
+    x = torch.randn(2, 3, 5, 6, requires_grad=True)
+    f = kernel_filter(setup_filter([1, 3, 3, 1]), x)
+    torch.library.opcheck(torch.ops.ganfast.upfirdn2d.default, (x, f, 2, 2, 1, 1, 2, 1, 2, 1, False, 4.0, "cpu"))
+
+
+@needs_cpu_ext
+def test_compiles_without_graph_breaks():
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    f = setup_filter([1, 3, 3, 1])
+    fn = torch.compile(lambda x: upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4, backend="cpu").square().sum(),
+                       fullgraph=True, backend="aot_eager")
+    loss = fn(x)
+    (dx,) = torch.autograd.grad(loss, x)
+    expected = upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4, backend="reference").square().sum()
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(dx, torch.autograd.grad(expected, x)[0])

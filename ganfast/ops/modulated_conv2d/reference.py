@@ -39,11 +39,12 @@ def resample_padding(f: Optional[torch.Tensor], up: int, down: int, padding: Int
 
 def conv2d_resample_ref(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tensor] = None, up: int = 1,
                         down: int = 1, padding: IntPair = 0, groups: int = 1, flip_weight: bool = True,
-                        flip_filter: bool = False) -> torch.Tensor:
+                        flip_filter: bool = False, upfirdn2d=upfirdn2d_ref) -> torch.Tensor:
     """x [N, C, H, W] (C = groups * w.shape[1]), w [Cout, C / groups, kh, kw].
 
     upsample by `up` through f (gain up^2), pad, convolve with w (flip_weight=True: correlation,
     as torch's conv2d; False: true convolution), then filter with f and keep every down-th pixel.
+    upfirdn2d: the resampling function (the fused paths pass ganfast's op on their backend).
     """
     for name, v in (("up", up), ("down", down)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -54,10 +55,10 @@ def conv2d_resample_ref(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tens
         # plain padding: let the convolution do it (as the StyleGAN2 codebases do)
         x = F.conv2d(x, w, padding=(py0, px0), groups=groups)
     else:
-        x = upfirdn2d_ref(x, f if up > 1 else None, up=up, padding=pad, gain=up ** 2, flip_filter=flip_filter)
+        x = upfirdn2d(x, f if up > 1 else None, up=up, padding=pad, gain=up ** 2, flip_filter=flip_filter)
         x = F.conv2d(x, w, groups=groups)
     if down > 1:
-        x = upfirdn2d_ref(x, f, down=down, flip_filter=flip_filter)
+        x = upfirdn2d(x, f, down=down, flip_filter=flip_filter)
     return x
 
 
@@ -195,3 +196,6 @@ def modconv_forward(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
     a = F.conv2d(xs, w)
     out = epilogue_forward(a, dcoef, noise, bias, act, alpha, gain, clamp)
     return out.to(x.dtype), (a.to(x.dtype) if want_a else None)
+
+
+forward = modconv_forward  # the name the backends' modules use for the fused-convolution contract

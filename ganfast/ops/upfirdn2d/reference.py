@@ -104,23 +104,33 @@ def setup_filter(f, normalize: bool = True, flip_filter: bool = False, gain: flo
     return f * (gain ** (f.ndim / 2))
 
 
-def upfirdn2d_ref(x: torch.Tensor, f: Optional[torch.Tensor], up: IntPair = 1, down: IntPair = 1,
-                  padding: IntPair = 0, flip_filter: bool = False, gain: float = 1) -> torch.Tensor:
-    """Reference upfirdn2d (see the module docstring). x: [N, C, H, W]; returns [N, C, out_h, out_w]."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise ValueError(f"upfirdn2d: x must be [N, C, H, W], got "
+def resolve_args(x: torch.Tensor, f: Optional[torch.Tensor], up: IntPair, down: IntPair,
+                 padding: IntPair) -> tuple[int, int, int, int, int, int, int, int, int, int]:
+    """Validate upfirdn2d's arguments; return (upx, upy, downx, downy, px0, px1, py0, py1, out_h, out_w)."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
+        raise ValueError(f"upfirdn2d: x must be [N, C, H, W] (floating point), got "
                          f"{list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
     upx, upy = parse_scaling(up, "up")
     downx, downy = parse_scaling(down, "down")
     px0, px1, py0, py1 = parse_padding(padding)
-    if f is None:
-        f = torch.ones(1, 1, dtype=x.dtype, device=x.device)
     filter_size(f)
-    n, c, h, w = x.shape
-    out_h, out_w = output_size(h, w, f, (upx, upy), (downx, downy), (px0, px1, py0, py1))
+    if f is not None and f.device != x.device:
+        raise ValueError(f"upfirdn2d: f must be on x's device {x.device}, got {f.device}")
+    out_h, out_w = output_size(x.shape[2], x.shape[3], f, (upx, upy), (downx, downy), (px0, px1, py0, py1))
     if out_h < 1 or out_w < 1:
         raise ValueError(f"upfirdn2d: the output would be empty ({out_h} x {out_w}) for x {list(x.shape)}, "
-                         f"f {list(f.shape)}, up {[upx, upy]}, down {[downx, downy]}, padding {[px0, px1, py0, py1]}")
+                         f"f {list(f.shape) if f is not None else None}, up {[upx, upy]}, down {[downx, downy]}, "
+                         f"padding {[px0, px1, py0, py1]}")
+    return upx, upy, downx, downy, px0, px1, py0, py1, out_h, out_w
+
+
+def upfirdn2d_ref(x: torch.Tensor, f: Optional[torch.Tensor], up: IntPair = 1, down: IntPair = 1,
+                  padding: IntPair = 0, flip_filter: bool = False, gain: float = 1) -> torch.Tensor:
+    """Reference upfirdn2d (see the module docstring). x: [N, C, H, W]; returns [N, C, out_h, out_w]."""
+    upx, upy, downx, downy, px0, px1, py0, py1, _, _ = resolve_args(x, f, up, down, padding)
+    if f is None:
+        f = torch.ones(1, 1, dtype=x.dtype, device=x.device)
+    n, c, h, w = x.shape
     # 1. zero insertion: each pixel followed by up - 1 zeros, per axis
     x = x.reshape(n, c, h, 1, w, 1)
     x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
