@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from ganfast.bench.spec import BenchCase, BenchSpec, fused_backends
+from ganfast.bench.spec import BenchCase, BenchSpec, fixed_noise_plane, fused_backends
 from ganfast.ops.adain_noise import adain_noise
 from ganfast.ops.adain_noise.reference import adain_noise_ref
 
@@ -44,24 +44,11 @@ def make_inputs(case: BenchCase, dtype: torch.dtype, device: torch.device, gen: 
     return x, s, t, ns, b
 
 
-_NOISE: dict = {}
-
-
-def _noise(x: torch.Tensor) -> torch.Tensor:
-    """The case's fixed noise [N, 1, H, W] (made once per shape, dtype and device)."""
-    key = (tuple(x.shape), x.dtype, x.device)
-    if key not in _NOISE:
-        gen = torch.Generator(device=x.device).manual_seed(1)
-        _NOISE.clear()
-        _NOISE[key] = torch.randn(x.shape[0], 1, *x.shape[2:], generator=gen, device=x.device, dtype=x.dtype)
-    return _NOISE[key]
-
-
 def reference(case: BenchCase):
     p = case.params
 
     def adain_noise_reference(x, s, t, ns, b):
-        return adain_noise_ref(x, s, t, _noise(x), ns, b, p["act"], p["alpha"], p["gain"], p["eps"])
+        return adain_noise_ref(x, s, t, fixed_noise_plane(x), ns, b, p["act"], p["alpha"], p["gain"], p["eps"])
     return adain_noise_reference
 
 
@@ -69,7 +56,7 @@ def ganfast_fn(case: BenchCase, backend: str):
     p = case.params
 
     def adain_noise_ganfast(x, s, t, ns, b):
-        return adain_noise(x, s, t, noise=_noise(x), noise_strength=ns, bias=b, act=p["act"], alpha=p["alpha"],
+        return adain_noise(x, s, t, noise=fixed_noise_plane(x), noise_strength=ns, bias=b, act=p["act"], alpha=p["alpha"],
                            gain=p["gain"], eps=p["eps"], backend=backend)
     return adain_noise_ganfast
 

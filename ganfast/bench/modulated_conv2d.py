@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from ganfast.bench.spec import BenchCase, BenchSpec, fused_backends
+from ganfast.bench.spec import BenchCase, BenchSpec, fixed_noise_plane, fused_backends
 from ganfast.ops.modulated_conv2d import modulated_conv2d
 from ganfast.ops.modulated_conv2d.reference import modulated_conv2d_ref
 
@@ -48,24 +48,11 @@ def make_inputs(case: BenchCase, dtype: torch.dtype, device: torch.device, gen: 
     return x, weight, styles, bias, strength
 
 
-_NOISE: dict = {}
-
-
-def _noise(x: torch.Tensor) -> torch.Tensor:
-    """The case's fixed noise [N, 1, H, W] (made once per shape, dtype and device)."""
-    key = (tuple(x.shape), x.dtype, x.device)
-    if key not in _NOISE:
-        gen = torch.Generator(device=x.device).manual_seed(1)
-        _NOISE.clear()
-        _NOISE[key] = torch.randn(x.shape[0], 1, *x.shape[2:], generator=gen, device=x.device, dtype=x.dtype)
-    return _NOISE[key]
-
-
 def reference(case: BenchCase):
     p = case.params
 
     def modulated_conv2d_reference(x, weight, styles, bias, strength):
-        return modulated_conv2d_ref(x, weight, styles, _noise(x) * strength, padding=p["kernel"] // 2,
+        return modulated_conv2d_ref(x, weight, styles, fixed_noise_plane(x) * strength, padding=p["kernel"] // 2,
                                     demodulate=p["demodulate"], fused_modconv=p["formulation"] == "grouped",
                                     bias=bias, act=p["act"], alpha=p["alpha"], gain=p["gain"], clamp=p["clamp"])
     return modulated_conv2d_reference
@@ -75,7 +62,7 @@ def ganfast_fn(case: BenchCase, backend: str):
     p = case.params
 
     def modulated_conv2d_ganfast(x, weight, styles, bias, strength):
-        return modulated_conv2d(x, weight, styles, _noise(x) * strength, padding=p["kernel"] // 2,
+        return modulated_conv2d(x, weight, styles, fixed_noise_plane(x) * strength, padding=p["kernel"] // 2,
                                 demodulate=p["demodulate"], bias=bias, act=p["act"], alpha=p["alpha"],
                                 gain=p["gain"], clamp=p["clamp"], backend=backend)
     return modulated_conv2d_ganfast

@@ -64,3 +64,18 @@ def fused_backends(device: torch.device) -> tuple[str, ...]:
     'reference' is not listed: through the public API it is the eager reference row again.
     """
     return {"cpu": ("cpu",), "cuda": ("cuda", "triton")}.get(device.type, ())
+
+
+_NOISE: dict = {}
+
+
+def fixed_noise_plane(x: torch.Tensor) -> torch.Tensor:
+    """A fixed noise plane [N, 1, H, W] for x [N, C, H, W] (seeded; made once per shape, dtype and
+    device), handed to every row of a case so no row pays for drawing it (as in training, where
+    the noise is drawn outside the layer)."""
+    key = (tuple(x.shape), x.dtype, x.device)
+    if key not in _NOISE:
+        gen = torch.Generator(device=x.device).manual_seed(1)
+        _NOISE.clear()
+        _NOISE[key] = torch.randn(x.shape[0], 1, *x.shape[2:], generator=gen, device=x.device, dtype=x.dtype)
+    return _NOISE[key]

@@ -221,6 +221,30 @@ def compile_specs_subprocess(specs: Iterable[dict], archs: Iterable[int] = (80, 
             return [AotResult(**r) for r in json.load(f)]
 
 
+AOT_ARCHS = (80, 90)   # what every ganfast Triton kernel is compiled for in the test suite
+
+
+def compile_by_name(specs: Iterable[dict], archs: Iterable[int] = AOT_ARCHS) -> dict:
+    """{(spec name, arch): AotResult} for every spec and arch (one subprocess; see
+    compile_specs_subprocess): the module-scoped fixture of each op's AOT tests."""
+    return {(r.name, r.arch): r for r in compile_specs_subprocess(list(specs), tuple(archs))}
+
+
+def spec_id(spec: dict) -> str:
+    """A pytest id for a spec: its name without spaces."""
+    return spec["name"].replace(" ", "-")
+
+
+def reported(result: AotResult, record_property=None) -> AotResult:
+    """result, after printing its row and recording its registers and shared memory as test
+    properties (so the junit XML carries the resource table)."""
+    print(result.row())
+    if record_property is not None:
+        record_property("registers", result.registers)
+        record_property("shared_bytes", result.shared_bytes)
+    return result
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ganfast.testing.triton_aot", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -19,6 +19,8 @@ import ganfast  # noqa: E402
 from ganfast import backends  # noqa: E402
 from ganfast.ops.bias_act import reference as ref  # noqa: E402
 from ganfast.ops.bias_act import triton as bias_act_triton  # noqa: E402
+from ganfast.testing import triton_aot  # noqa: E402
+from ganfast.testing.triton_aot import reported, spec_id  # noqa: E402
 from ganfast.testing import assert_matches_oracle, poison_like  # noqa: E402
 
 ACTS = list(ref.ACTIVATIONS)
@@ -287,23 +289,19 @@ def test_public_api_forward_backward_double_backward(act, clamp, case, dtype):
 
 # ---- (b) ahead-of-time compiles for sm_80 and sm_90 ----
 
-AOT_ARCHS = (80, 90)
+AOT_ARCHS = triton_aot.AOT_ARCHS
 AOT_SPECS = bias_act_triton.aot_specs()
 
 
 @pytest.fixture(scope="module")
 def aot_results():
-    from ganfast.testing.triton_aot import compile_specs_subprocess
-    results = compile_specs_subprocess(AOT_SPECS, AOT_ARCHS)
-    return {(r.name, r.arch): r for r in results}
+    from ganfast.testing.triton_aot import compile_by_name
+    return compile_by_name(AOT_SPECS, AOT_ARCHS)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", AOT_ARCHS, ids=lambda a: f"sm_{a}")
-@pytest.mark.parametrize("spec", AOT_SPECS, ids=lambda s: s["name"].replace(" ", "-"))
+@pytest.mark.parametrize("spec", AOT_SPECS, ids=spec_id)
 def test_aot_compiles_within_resources(aot_results, spec, arch, record_property):
-    result = aot_results[(spec["name"], arch)]
-    print(result.row())
-    record_property("registers", result.registers)
-    record_property("shared_bytes", result.shared_bytes)
+    result = reported(aot_results[(spec["name"], arch)], record_property)
     assert result.problems(vector_io=spec["vector_io"]) == [], result.row()

@@ -24,6 +24,8 @@ pytest.importorskip("triton")
 from ganfast import backends  # noqa: E402
 from ganfast.ops.modulated_conv2d import reference as ref  # noqa: E402
 from ganfast.ops.modulated_conv2d import triton as mc_triton  # noqa: E402
+from ganfast.testing import triton_aot  # noqa: E402
+from ganfast.testing.triton_aot import reported, spec_id  # noqa: E402
 from ganfast.testing import assert_matches_oracle  # noqa: E402
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -349,7 +351,7 @@ def test_epilogue_rejects_bad_arguments():
 
 # ---- (b) ahead-of-time compiles for sm_80 and sm_90 ----
 
-AOT_ARCHS = (80, 90)
+AOT_ARCHS = triton_aot.AOT_ARCHS
 AOT_SPECS = mc_triton.aot_specs()
 # The tensor-core instruction each architecture must use (triton_aot.has_mma accepts any).
 TENSOR_CORE_OP = {80: re.compile(r"\bmma\.sync\b"), 90: re.compile(r"\bwgmma\.mma_async\b")}
@@ -357,20 +359,16 @@ TENSOR_CORE_OP = {80: re.compile(r"\bmma\.sync\b"), 90: re.compile(r"\bwgmma\.mm
 
 @pytest.fixture(scope="module")
 def aot_results():
-    from ganfast.testing.triton_aot import compile_specs_subprocess
-    results = compile_specs_subprocess(AOT_SPECS, AOT_ARCHS)
-    return {(r.name, r.arch): r for r in results}
+    from ganfast.testing.triton_aot import compile_by_name
+    return compile_by_name(AOT_SPECS, AOT_ARCHS)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", AOT_ARCHS, ids=lambda a: f"sm_{a}")
-@pytest.mark.parametrize("spec", AOT_SPECS, ids=lambda s: s["name"].replace(" ", "-"))
+@pytest.mark.parametrize("spec", AOT_SPECS, ids=spec_id)
 def test_aot_compiles_within_resources(aot_results, spec, arch, record_property):
     from ganfast.testing.triton_aot import has_mma
-    result = aot_results[(spec["name"], arch)]
-    print(result.row())
-    record_property("registers", result.registers)
-    record_property("shared_bytes", result.shared_bytes)
+    result = reported(aot_results[(spec["name"], arch)], record_property)
     assert result.problems(vector_io=spec["vector_io"]) == [], result.row()
     if spec["tensor_cores"]:
         assert has_mma(result.ptx) and TENSOR_CORE_OP[arch].search(result.ptx), f"no tensor cores: {result.row()}"

@@ -20,6 +20,8 @@ pytest.importorskip("triton")
 from ganfast import backends  # noqa: E402
 from ganfast.ops.upfirdn2d import triton as ufd_triton  # noqa: E402
 from ganfast.ops.upfirdn2d.reference import output_size, setup_filter, upfirdn2d_ref  # noqa: E402
+from ganfast.testing import triton_aot  # noqa: E402
+from ganfast.testing.triton_aot import reported, spec_id  # noqa: E402
 from ganfast.testing import assert_matches_oracle  # noqa: E402
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -184,7 +186,7 @@ def test_every_tile_shape_is_compiled_ahead_of_time():
 
 # ---- (b) ahead-of-time compiles for sm_80 and sm_90 ----
 
-AOT_ARCHS = (80, 90)
+AOT_ARCHS = triton_aot.AOT_ARCHS
 AOT_SPECS = ufd_triton.aot_specs()
 # A store of at least this many bytes, in PTX: v2.b32 is 8, v4.b32 and v2.b64 are 16.
 _STORE_OF = {8: re.compile(r"\bst\.global(?:\.[\w:]+)*\.(?:v2\.b32|v4\.b16|v4\.b32|v2\.b64)\b"),
@@ -193,9 +195,8 @@ _STORE_OF = {8: re.compile(r"\bst\.global(?:\.[\w:]+)*\.(?:v2\.b32|v4\.b16|v4\.b
 
 @pytest.fixture(scope="module")
 def aot_results():
-    from ganfast.testing.triton_aot import compile_specs_subprocess
-    results = compile_specs_subprocess(AOT_SPECS, AOT_ARCHS)
-    return {(r.name, r.arch): r for r in results}
+    from ganfast.testing.triton_aot import compile_by_name
+    return compile_by_name(AOT_SPECS, AOT_ARCHS)
 
 
 def test_aot_spec_names_are_unique():
@@ -205,12 +206,9 @@ def test_aot_spec_names_are_unique():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", AOT_ARCHS, ids=lambda a: f"sm_{a}")
-@pytest.mark.parametrize("spec", AOT_SPECS, ids=lambda s: s["name"].replace(" ", "-"))
+@pytest.mark.parametrize("spec", AOT_SPECS, ids=spec_id)
 def test_aot_compiles_within_resources(aot_results, spec, arch, record_property):
-    result = aot_results[(spec["name"], arch)]
-    print(result.row())
-    record_property("registers", result.registers)
-    record_property("shared_bytes", result.shared_bytes)
+    result = reported(aot_results[(spec["name"], arch)], record_property)
     assert result.problems() == [], result.row()
     want = spec["store_bytes"]
     if want:
