@@ -6,8 +6,10 @@ How the fused backends split the op (kernel contracts at the end of reference.py
   a     = conv2d_resample(x * styles, weight)       torch's convolution (oneDNN / cuDNN) + upfirdn2d
   out   = epilogue(a, dcoef, noise, bias)           ganfast::modconv_epilogue    one pass
 The triton backend instead runs a, dcoef and the epilogue as one implicit-GEMM kernel
-(ganfast::modconv_fused: the weights are modulated per sample inside the tile, never written),
-for up = 1 directly and for up > 1 after a fused upfirdn2d upsampling; down > 1 takes the split path.
+(ganfast::modconv_fused: the weights are modulated per sample inside the tile, never written)
+when up = down = 1; resampling layers take the split path, whose transposed (up) or strided
+(down) convolution at the low resolution does 1/4 of the multiply-adds of convolving at the high
+one (StyleGAN2's own choice), with the Triton upfirdn2d and epilogue around cuDNN.
 
 Autograd: every custom op has register_fake + register_autograd and an autograd.Function twin for
 eager calls. The backward of the fused convolution is built from torch's convolution gradients
@@ -339,15 +341,13 @@ def _modulated_conv2d_fused(x, weight, styles, noise, up, down, padding, resampl
     if demodulate:
         dcoef = _DemodFn.apply(weight, styles, backend) if eager else torch.ops.ganfast.modconv_demod(weight, styles, backend)
     pad = resample_padding(resample_filter, up, down, padding)
-    if backend == "triton" and down == 1 and (up > 1 or min(pad) >= 0):
-        if up > 1:  # upsample through the fused upfirdn2d; the modulation commutes with it (per channel)
-            x = upfirdn2d(x, resample_filter, up=up, padding=pad, gain=up ** 2, backend=backend)
-            pad = (0, 0, 0, 0)
+    if backend == "triton" and up == 1 and down == 1 and min(pad) >= 0:
         tensors = (x, weight, styles, dcoef, noise, bias)
         want_a = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
         args = tensors + tuple(pad) + (bool(flip_weight), act, alpha, gain, clamp, want_a, backend)
         return (_FusedFn.apply(*args) if eager else torch.ops.ganfast.modconv_fused(*args))[0]
-    # the convolution through torch (oneDNN / cuDNN), resampling through the fused upfirdn2d
+    # the convolution through torch (oneDNN / cuDNN; up and down as a transposed or strided
+    # convolution at the low resolution), resampling through the fused upfirdn2d
     a = conv2d_resample_ref(x * styles.reshape(n, cin, 1, 1), weight, resample_filter, up, down, padding,
                             flip_weight=flip_weight, upfirdn2d=functools.partial(upfirdn2d, backend=backend))
     args = (a, dcoef, noise, bias, act, alpha, gain, clamp, backend)

@@ -50,13 +50,34 @@ def conv2d_resample_ref(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tens
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"conv2d_resample: {name} must be an int >= 1, got {v!r}")
     px0, px1, py0, py1 = pad = resample_padding(f, up, down, padding)
-    w = w.to(x.dtype) if flip_weight else w.flip([2, 3]).to(x.dtype)
-    if up == 1 and px0 == px1 >= 0 and py0 == py1 >= 0:
+    w = w.to(x.dtype) if flip_weight else w.flip([2, 3]).to(x.dtype)   # now a correlation kernel
+    kh, kw = w.shape[2:]
+    if up == 1 and down == 1 and px0 == px1 >= 0 and py0 == py1 >= 0:
         # plain padding: let the convolution do it (as the StyleGAN2 codebases do)
-        x = F.conv2d(x, w, padding=(py0, px0), groups=groups)
-    else:
-        x = upfirdn2d(x, f if up > 1 else None, up=up, padding=pad, gain=up ** 2, flip_filter=flip_filter)
-        x = F.conv2d(x, w, groups=groups)
+        return F.conv2d(x, w, padding=(py0, px0), groups=groups)
+    if up > 1 and down == 1:
+        # Transposed convolution at the input resolution, then the filter: 1/up^2 of the
+        # multiply-adds of convolving the zero-inserted image. The two chains are linear and
+        # shift-invariant, so they commute; conv_transpose2d with the flipped kernel is the full
+        # correlation of the zero-inserted image (shifted by k - 1), hence the padding.
+        cout, cin_g = w.shape[:2]
+        wt = w.reshape(groups, cout // groups, cin_g, kh, kw).transpose(1, 2).reshape(groups * cin_g, cout // groups, kh, kw)
+        x = F.conv_transpose2d(x, wt.flip([2, 3]), stride=up, groups=groups)
+        return upfirdn2d(x, f, padding=[px0 - kw + 1, px1 + up - kw, py0 - kh + 1, py1 + up - kh], gain=up ** 2,
+                         flip_filter=flip_filter)
+    if down > 1 and up == 1:
+        # The filter first, then a strided convolution: 1/down^2 of the multiply-adds of
+        # convolving at full resolution and discarding.
+        x = upfirdn2d(x, f, padding=pad, flip_filter=flip_filter)
+        return F.conv2d(x, w, stride=down, groups=groups)
+    return _conv2d_resample_direct(x, w, f, up, down, pad, groups, flip_filter, upfirdn2d)
+
+
+def _conv2d_resample_direct(x, w, f, up, down, pad, groups, flip_filter, upfirdn2d=upfirdn2d_ref):
+    """conv2d_resample by its definition (w a correlation kernel, pad from resample_padding):
+    zero-insert, filter and pad; convolve at the upsampled resolution; filter and decimate."""
+    x = upfirdn2d(x, f if up > 1 else None, up=up, padding=pad, gain=up ** 2, flip_filter=flip_filter)
+    x = F.conv2d(x, w, groups=groups)
     if down > 1:
         x = upfirdn2d(x, f, down=down, flip_filter=flip_filter)
     return x
