@@ -58,22 +58,6 @@ GANFAST_HD T adain_dz(T z, T g, T yhat, T alpha, T gain, T k, T mg, T mgy) {
   return gain * ActFn<A, T>::d1(z, alpha) * k * (g - mg - yhat * mgy);
 }
 
-// Dispatches a runtime activation code to a functor templated on it.
-template <typename F>
-void dispatch_act(int act, F&& fn) {
-  switch (static_cast<Act>(act)) {
-    case Act::Linear: fn(std::integral_constant<Act, Act::Linear>{}); break;
-    case Act::Relu: fn(std::integral_constant<Act, Act::Relu>{}); break;
-    case Act::Lrelu: fn(std::integral_constant<Act, Act::Lrelu>{}); break;
-    case Act::Tanh: fn(std::integral_constant<Act, Act::Tanh>{}); break;
-    case Act::Sigmoid: fn(std::integral_constant<Act, Act::Sigmoid>{}); break;
-    case Act::Elu: fn(std::integral_constant<Act, Act::Elu>{}); break;
-    case Act::Selu: fn(std::integral_constant<Act, Act::Selu>{}); break;
-    case Act::Softplus: fn(std::integral_constant<Act, Act::Softplus>{}); break;
-    case Act::Swish: fn(std::integral_constant<Act, Act::Swish>{}); break;
-  }
-}
-
 // Host code shared by both extensions (adain_noise_common.cpp): argument checks with clear
 // messages, and the params. `backward` selects which tensors are required.
 AdainNoiseParams make_adain_noise_params(

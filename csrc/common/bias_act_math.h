@@ -113,4 +113,21 @@ GANFAST_HD T bias_act_element(T z, T g, T gg, T alpha, T gain, T clamp) {
   return gg * g * gain * F::d2(z, alpha) * pass;
 }
 
+// Dispatches a runtime activation code to a functor templated on it (host code: the kernel
+// launchers of every op that applies an activation).
+template <typename F>
+void dispatch_act(int act, F&& fn) {
+  switch (static_cast<Act>(act)) {
+    case Act::Linear: fn(std::integral_constant<Act, Act::Linear>{}); break;
+    case Act::Relu: fn(std::integral_constant<Act, Act::Relu>{}); break;
+    case Act::Lrelu: fn(std::integral_constant<Act, Act::Lrelu>{}); break;
+    case Act::Tanh: fn(std::integral_constant<Act, Act::Tanh>{}); break;
+    case Act::Sigmoid: fn(std::integral_constant<Act, Act::Sigmoid>{}); break;
+    case Act::Elu: fn(std::integral_constant<Act, Act::Elu>{}); break;
+    case Act::Selu: fn(std::integral_constant<Act, Act::Selu>{}); break;
+    case Act::Softplus: fn(std::integral_constant<Act, Act::Softplus>{}); break;
+    case Act::Swish: fn(std::integral_constant<Act, Act::Swish>{}); break;
+  }
+}
+
 }  // namespace ganfast

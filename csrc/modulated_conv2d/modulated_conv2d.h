@@ -24,7 +24,6 @@
 #include <vector>
 #include <torch/extension.h>
 
-#include "adain_noise/adain_noise.h"  // dispatch_act
 #include "common/bias_act_math.h"
 
 namespace ganfast {
