@@ -3,5 +3,8 @@ from ganfast.ops.bias_act import bias_act, BIAS_ACT_ACTIVATIONS
 from ganfast.ops.adain_noise import adain_noise, draw_noise
 from ganfast.ops.upfirdn2d import setup_filter, upfirdn2d
 from ganfast.ops.modulated_conv2d import modulated_conv2d
+from ganfast.ops.spectral_norm import power_iteration, sigma_estimate, spectral_sigma
+from ganfast.ops.conditional_batch_norm import conditional_batch_norm
 
-__all__ = ["bias_act", "BIAS_ACT_ACTIVATIONS", "adain_noise", "draw_noise", "upfirdn2d", "setup_filter", "modulated_conv2d"]
+__all__ = ["bias_act", "BIAS_ACT_ACTIVATIONS", "adain_noise", "draw_noise", "upfirdn2d", "setup_filter",
+           "modulated_conv2d", "power_iteration", "sigma_estimate", "spectral_sigma", "conditional_batch_norm"]
