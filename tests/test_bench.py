@@ -189,3 +189,28 @@ def test_adain_noise_spec_runs_every_mode_and_has_the_issue_shapes(tmp_path):
             assert _by(rows, backend, mode)["status"] == "ok", (backend, mode)
     n = 2 * 3 * 5 * 4
     assert ADAIN.bytes_moved(tiny, "forward", torch.float16) == (2 * n + 2 * 5 * 4) * 2 + 4 * (4 * 6 + 6)
+
+
+@pytest.mark.parametrize("op, modes", [("spectral_norm", ("forward", "backward", "forward+backward")),
+                                       ("power_iteration", ("forward",)),
+                                       ("conditional_batch_norm", ("forward", "backward", "forward+backward"))])
+def test_biggan_specs_run_on_a_tiny_case_and_have_the_issue_shapes(tmp_path, op, modes):
+    spec = bench.get_spec(op)
+    cases = spec.cases(spec.default_shape_set, batch=spec.default_batch)
+    if op == "spectral_norm":   # the issue's SNConv2d layers: 1536 -> 1536 at 8x8 batch 16, 384 -> 192 at 64x64
+        assert [(c.shape, c.params["cout"]) for c in cases] == [((16, 1536, 8, 8), 1536), ((16, 384, 64, 64), 192)]
+        tiny = BenchCase("test", "tiny", (2, 5, 6, 7), dict(cout=3, kernel=3))
+    elif op == "power_iteration":
+        assert cases[0].shape == (1536, 1536 * 9)
+        tiny = BenchCase("test", "tiny", (5, 27), {})
+    else:                       # CBN at 64x64x192, batch 32
+        assert (32, 192, 64, 64) in [c.shape for c in cases]
+        tiny = BenchCase("test", "tiny", (3, 5, 4, 6), dict(act="relu"))
+    rows = bench.run_bench(spec, device="cpu", cases=[tiny], warmup=0, repeats=2, compile=False, modes=modes,
+                           backends=("reference", "cpu"), out_dir=str(tmp_path))
+    ok = ("reference",) + (("cpu",) if CPU_EXT_WHY_NOT is None else ())
+    for mode in modes:
+        for backend in (EAGER,) + ok:
+            row = _by(rows, backend, mode)
+            assert row["status"] == "ok", (backend, mode, row["reason"])
+            assert row["bytes_moved"] > 0

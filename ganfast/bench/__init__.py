@@ -19,6 +19,9 @@ SPECS = {
     "adain_noise": "ganfast.bench.adain_noise",
     "upfirdn2d": "ganfast.bench.upfirdn2d",
     "modulated_conv2d": "ganfast.bench.modulated_conv2d",
+    "spectral_norm": "ganfast.bench.spectral_norm",
+    "power_iteration": "ganfast.bench.power_iteration",
+    "conditional_batch_norm": "ganfast.bench.conditional_batch_norm",
 }
 
 
