@@ -41,8 +41,10 @@ class ConditionalBatchNorm2d(nn.Module):
         self.eps, self.momentum, self.act = float(eps), momentum, act
         self.process_group, self.backend, self.sn = process_group, backend, sn
         if sn:
-            self.gain = SNLinear(cond_dim, num_features, bias=False, num_svs=num_svs, num_itrs=num_itrs, eps=sn_eps)
-            self.bias = SNLinear(cond_dim, num_features, bias=False, num_svs=num_svs, num_itrs=num_itrs, eps=sn_eps)
+            self.gain = SNLinear(cond_dim, num_features, bias=False, num_svs=num_svs, num_itrs=num_itrs, eps=sn_eps,
+                                  backend=backend)
+            self.bias = SNLinear(cond_dim, num_features, bias=False, num_svs=num_svs, num_itrs=num_itrs, eps=sn_eps,
+                                  backend=backend)
         else:
             self.gain = nn.Linear(cond_dim, num_features, bias=False)
             self.bias = nn.Linear(cond_dim, num_features, bias=False)

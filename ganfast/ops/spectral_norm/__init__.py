@@ -37,7 +37,8 @@ def _impl(name: str):
 
 def _iterate(w_mat, u, v, n_iters, eps, u_first, backend):
     """(sigma [k], u [k, O], v [k, K]) as new tensors; u, v given as [k, .] views."""
-    with torch.no_grad():
+    # fp32 state even under autocast (torch's spectral norm uses mv, which autocast leaves alone)
+    with torch.no_grad(), torch.autocast(w_mat.device.type, enabled=False):
         return reference.power_iteration_step(_impl(backend), w_mat.detach(), u.detach().contiguous(),
                                               v.detach().contiguous(), n_iters, eps, u_first)
 
@@ -161,7 +162,7 @@ def sigma_estimate(w_mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor, backen
     k = _vectors(w_mat, u, v, "ganfast.ops.sigma_estimate")
     name = backends.select(OP, (w_mat,), backend)
     w = w_mat.detach()
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast(w.device.type, enabled=False):
         t, _ = _impl(name).matvec_gram(w if w.is_contiguous() else w.contiguous(), v.detach().reshape(k, -1).contiguous(), False)
         sigma = (t * u.detach().reshape(k, -1)).sum(dim=1)
     return sigma if u.ndim == 2 else sigma[0]
