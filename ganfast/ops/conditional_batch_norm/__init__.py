@@ -41,7 +41,7 @@ def _count(x: torch.Tensor) -> int:
 
 def _global_stats(st: torch.Tensor, count: int, group) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total count [], mean [C], biased var [C]) from this process's channel_stats [C, 2]."""
-    mean, m2 = st[:, 0], st[:, 1]
+    mean, m2 = st[:, 0].contiguous(), st[:, 1].contiguous()   # [C] each, own storage
     cnt = torch.tensor(float(count), dtype=st.dtype, device=st.device)
     if group is not None:
         import torch.distributed as dist
