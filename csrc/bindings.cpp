@@ -5,7 +5,9 @@
 
 #include "adain_noise/adain_noise.h"
 #include "bias_act/bias_act.h"
+#include "conditional_batch_norm/conditional_batch_norm.h"
 #include "modulated_conv2d/modulated_conv2d.h"
+#include "spectral_norm/spectral_norm.h"
 #include "upfirdn2d/upfirdn2d.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -70,4 +72,52 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #endif
         "modulated_conv2d demodulation coefficients [N, Cout] of weight [Cout, Cin, kh, kw], styles [N, Cin]",
         py::arg("weight"), py::arg("styles"));
+#ifdef GANFAST_WITH_CUDA
+  m.def("sn_matvec_t", &ganfast::sn_matvec_t_cuda,
+#else
+  m.def("sn_matvec_t", &ganfast::sn_matvec_t_cpu,
+#endif
+        "spectral_norm pass s = u W: w [O, K], u [k, O] in the accumulation dtype; returns s [k, K]; "
+        "out: optional preallocated s",
+        py::arg("w"), py::arg("u"), py::arg("out") = py::none());
+#ifdef GANFAST_WITH_CUDA
+  m.def("sn_matvec_gram", &ganfast::sn_matvec_gram_cuda,
+#else
+  m.def("sn_matvec_gram", &ganfast::sn_matvec_gram_cpu,
+#endif
+        "spectral_norm pass t = v W^T and, when gram, s = t W, reading W once: w [O, K], v [k, K] in the "
+        "accumulation dtype; returns (t [k, O], s [k, K] or None); t_out, s_out: optional preallocated outputs",
+        py::arg("w"), py::arg("v"), py::arg("gram"), py::arg("t_out") = py::none(), py::arg("s_out") = py::none());
+#ifdef GANFAST_WITH_CUDA
+  m.def("cbn_channel_stats", &ganfast::cbn_channel_stats_cuda,
+#else
+  m.def("cbn_channel_stats", &ganfast::cbn_channel_stats_cpu,
+#endif
+        "conditional_batch_norm channel_stats: [C, 2] (mean, M2) of x over (N, H, W)", py::arg("x"));
+#ifdef GANFAST_WITH_CUDA
+  m.def("cbn_forward_apply", &ganfast::cbn_forward_apply_cuda,
+#else
+  m.def("cbn_forward_apply", &ganfast::cbn_forward_apply_cpu,
+#endif
+        "conditional_batch_norm forward_apply: y = relu?((x - mean) * rstd * gain + bias); "
+        "out: optional preallocated output like x",
+        py::arg("x"), py::arg("mean"), py::arg("rstd"), py::arg("gain"), py::arg("bias"), py::arg("relu"),
+        py::arg("out") = py::none());
+#ifdef GANFAST_WITH_CUDA
+  m.def("cbn_backward_sums", &ganfast::cbn_backward_sums_cuda,
+#else
+  m.def("cbn_backward_sums", &ganfast::cbn_backward_sums_cpu,
+#endif
+        "conditional_batch_norm backward_sums: [N, C, 2] (sum dz, sum dz * xhat) per plane",
+        py::arg("dy"), py::arg("x"), py::arg("mean"), py::arg("rstd"), py::arg("gain"), py::arg("bias"),
+        py::arg("relu"));
+#ifdef GANFAST_WITH_CUDA
+  m.def("cbn_backward_dx", &ganfast::cbn_backward_dx_cuda,
+#else
+  m.def("cbn_backward_dx", &ganfast::cbn_backward_dx_cpu,
+#endif
+        "conditional_batch_norm backward_dx: dx = rstd * (gain * dz - c1 - xhat * c2); "
+        "out: optional preallocated output like x",
+        py::arg("dy"), py::arg("x"), py::arg("mean"), py::arg("rstd"), py::arg("gain"), py::arg("bias"),
+        py::arg("relu"), py::arg("c1"), py::arg("c2"), py::arg("out") = py::none());
 }
