@@ -72,7 +72,8 @@ def snconv_reference(case: BenchCase):
 
     def snconv2d_torch_parametrization(x, weight, bias):
         if not state:
-            state["u"], state["v"] = _state(tuple(weight.shape), weight.device, acc_dtype(weight))
+            # torch's parametrization keeps u and v in W's dtype (bf16 W: bf16 u, v).
+            state["u"], state["v"] = _state(tuple(weight.shape), weight.device, weight.dtype)
         sigma = _torch_sigma(weight.flatten(1), state)
         return F.conv2d(x, weight / sigma, bias, padding=case.params["kernel"] // 2)
     return snconv2d_torch_parametrization
@@ -142,7 +143,7 @@ def pi_reference(case: BenchCase):
 
     def power_iteration_torch(w_mat):
         if not state:
-            state["u"], state["v"] = _state(tuple(w_mat.shape), w_mat.device, acc_dtype(w_mat))
+            state["u"], state["v"] = _state(tuple(w_mat.shape), w_mat.device, w_mat.dtype)  # as torch's
         return _torch_sigma(w_mat, state)
     return power_iteration_torch
 

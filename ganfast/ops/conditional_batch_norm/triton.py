@@ -162,15 +162,20 @@ def _stats_combine_kernel(
         pmean = tl.load(row, mask=mask, other=0.0)
         pm2 = tl.load(row + 1, mask=mask, other=0.0)
         # The block's (count, mean, M2), then Chan's merge into the running ones.
+        # Shifted by the block's first partial mean and with correctly rounded divisions (a GPU's
+        # default fp32 '/' is approximate): a constant channel gets d = delta = 0 exactly, M2 = 0.
         block_count = tl.sum(count, axis=0)
-        block_mean = tl.sum(pmean * count[None, :], axis=1) / block_count
+        pivot = tl.sum(tl.where(j[None, :] == s0, pmean, 0.0), axis=1)
+        shifted = tl.where(mask, pmean - pivot[:, None], 0.0)
+        block_mean = pivot + tl.math.div_rn(tl.sum(shifted * count[None, :], axis=1), block_count)
         d = tl.where(mask, pmean - block_mean[:, None], 0.0)
         block_m2 = tl.sum(pm2 + count[None, :] * d * d, axis=1)
         seen = _elements_before(tl.minimum(s0 * iters, num_tiles), num_pt, HW, tile_p).to(tl.float32)
         total = seen + block_count
         delta = block_mean - mean
-        mean += delta * (block_count / total)
-        m2 += block_m2 + delta * delta * (seen * (block_count / total))
+        share = tl.math.div_rn(block_count, total)
+        mean += delta * share
+        m2 += block_m2 + delta * delta * (seen * share)
     tl.store(stats_ptr + 2 * c, mean, mask=cmask)
     tl.store(stats_ptr + 2 * c + 1, m2, mask=cmask)
 
