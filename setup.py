@@ -4,6 +4,8 @@
 - ``ganfast._C_cuda`` CUDA kernels; built when torch has CUDA and nvcc is found, or when
   ``GANFAST_FORCE_CUDA=1``. Architectures from ``GANFAST_CUDA_ARCHS`` (default "80;90").
 - ``GANFAST_SKIP_EXT=1`` skips both.
+- ``GANFAST_NVCC_VERBOSE=1`` adds ``-Xptxas=-v``: the build log then holds registers, stack and
+  spills per kernel (tools/check_cuda_build.sh reads them with tools/cuda_resources.py).
 - ``GANFAST_CPU_ARCH`` sets ``-march=`` for the CPU extension (default "native": the extension is
   built on the machine that runs it; set "x86-64-v2" or similar for a portable wheel).
 
@@ -82,14 +84,18 @@ def _plan_extensions():
     elif not (force_cuda or torch.cuda.is_available()):
         info["cuda"]["reason"] = "no CUDA device visible at install time (set GANFAST_FORCE_CUDA=1 to build anyway)"
     else:
-        cuda_sources = _rel(glob.glob(os.path.join(CSRC, "*", "*_cuda.cu"))) + shared_sources
+        # <op>_cuda.cu: kernels and plain launch functions, no torch headers (nvcc is slow on
+        # those); <op>_cuda_host.cpp: the torch side of each launch (common/cuda_launch.h).
+        cuda_sources = (_rel(glob.glob(os.path.join(CSRC, "*", "*_cuda.cu")))
+                        + _rel(glob.glob(os.path.join(CSRC, "*", "*_cuda_host.cpp"))) + shared_sources)
         extra_inc = [p for p in os.environ.get("GANFAST_EXTRA_INCLUDE", "").split(os.pathsep) if p]
         exts.append(cpp_extension.CUDAExtension(
             "ganfast._C_cuda", cuda_sources, include_dirs=common_inc + extra_inc,
             define_macros=[("GANFAST_WITH_CUDA", "1")],
             extra_compile_args={
                 "cxx": ["-O3"],
-                "nvcc": ["-O3", "--use_fast_math", "-lineinfo"] + _cuda_archs(),
+                "nvcc": ["-O3", "--use_fast_math", "-lineinfo"] + _cuda_archs()
+                        + (["-Xptxas=-v"] if _env_flag("GANFAST_NVCC_VERBOSE") else []),
             }))
         info["cuda"]["sources"] = cuda_sources
         info["cuda"]["archs"] = os.environ.get("GANFAST_CUDA_ARCHS", "80;90")

@@ -8,8 +8,10 @@
 #   (c) the recorded build info says the CUDA extension was built;
 #   (d) it links: `import ganfast._C_cuda` in that venv (no GPU needed) has bias_act, and
 #       cuobjdump lists a cubin for every requested architecture;
+#   (e0) the build ran with ptxas -v: every .cu has kernels for every architecture, none spills;
 #   (e) every .cu under csrc/ compiles on its own for each architecture with no register spills
 #       (tools/cuda_resources.py prints registers / stack / spills per kernel).
+# GANFAST_CUDA_BUILD_LOG_OUT=PATH keeps a copy of the build log (with its ptxas report) there.
 # Environment: GANFAST_CUDA_VENV, GANFAST_CUDA_ARCHS (default "80;90"), CUDA_HOME (default
 # /usr/local/cuda), PYTHON (the interpreter that makes the venv, default python3),
 # GANFAST_KEEP_BUILD=1 keeps the temporary build tree.
@@ -79,7 +81,7 @@ fi
    | tar --null -T - -cf -) | tar -xf - -C "$BUILD_DIR"
 t=$SECONDS
 LOG="$BUILD_DIR/build.log"
-if ! (cd "$BUILD_DIR" && env GANFAST_FORCE_CUDA=1 GANFAST_CUDA_ARCHS="$ARCHS" \
+if ! (cd "$BUILD_DIR" && env GANFAST_FORCE_CUDA=1 GANFAST_CUDA_ARCHS="$ARCHS" GANFAST_NVCC_VERBOSE=1 \
         GANFAST_EXTRA_INCLUDE="$NV_INCLUDE" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
         "$PY" setup.py build_ext --inplace) >"$LOG" 2>&1; then
   tail -n 60 "$LOG"
@@ -129,9 +131,19 @@ for a in ${ARCHS//[;,]/ }; do
 done
 note "cubins: $(grep -o 'sm_[0-9a-z]*' <<<"$ELF_LIST" | sort -u | tr '\n' ' ')embedded ($CUOBJDUMP)"
 
+# ---- (e0) ptxas resources of the real build ----
+step "(e0) ptxas -v of the build: every .cu has kernels for $ARCHS, none spills"
+[[ -n "${GANFAST_CUDA_BUILD_LOG_OUT:-}" ]] && cp "$LOG" "$GANFAST_CUDA_BUILD_LOG_OUT"
+if "$PY" "$BUILD_DIR/tools/cuda_resources.py" --archs "$ARCHS" --from-build-log "$LOG" | tee "$BUILD_DIR/resources_build.txt"; then
+  note "build resources: $(tail -n 1 "$BUILD_DIR/resources_build.txt")"
+else
+  fail "the build's ptxas report is missing a source or architecture, or a kernel spills (table above)"
+fi
+
 # ---- (e) each .cu on its own, with ptxas resources ----
-# GANFAST_CUDA_STANDALONE=0 skips it: .ci/run does, because tests/test_cuda_build.py runs the same
-# per-file compile and spill check inside the test suite.
+# GANFAST_CUDA_STANDALONE=0 skips it: .ci/run does, because (e0) already checked the same
+# resources on the real build, and tests/test_cuda_build.py re-reads that build's log
+# (GANFAST_CUDA_BUILD_LOG) instead of compiling every .cu a second time.
 if [[ "${GANFAST_CUDA_STANDALONE:-1}" == 1 ]]; then
 step "(e) each .cu under csrc/ through nvcc -c for $ARCHS, ptxas -v"
 t=$SECONDS

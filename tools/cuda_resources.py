@@ -185,6 +185,51 @@ def parse_ptxas(output: str, source: str) -> list:
                             r["st"], r["ld"]) for r, n in zip(rows, names)]
 
 
+_NINJA_STEP = re.compile(r"^\[\d+/\d+\] ")
+
+
+def parse_build_log(text: str) -> dict:
+    """{source: [KernelResources]} from the log of a real build made with `-Xptxas -v`
+    (setup.py's GANFAST_NVCC_VERBOSE=1). Non-interactive ninja prints each finished step as
+    `[i/N] command` followed by that command's whole output, so a step's ptxas lines belong to the
+    .cu named in its command. A .cu that appears with no ptxas lines maps to []."""
+    found: dict = {}
+    source, block = None, []
+
+    def flush():
+        if source is not None:
+            found.setdefault(source, []).extend(parse_ptxas("\n".join(block), source))
+
+    for line in text.splitlines():
+        if _NINJA_STEP.match(line):
+            flush()
+            cu = [t for t in line.split() if t.endswith(".cu") and "csrc/" in t]
+            source, block = (cu[0][cu[0].rindex("csrc/"):] if cu else None), []
+            continue
+        if source is not None:
+            block.append(line)
+    flush()
+    return found
+
+
+def build_log_problems(found: dict, sources: list, archs: str) -> list:
+    """What parse_build_log's result lacks: a source with no ptxas report, an architecture a
+    source has no kernels for, or a kernel that spills. [] when all is well."""
+    want = {"sm_" + a.strip().replace("sm_", "").replace(".", "") for a in archs.replace(",", ";").split(";") if a.strip()}
+    problems = []
+    for src in sources:
+        ks = found.get(src)
+        if not ks:
+            problems.append(f"{src}: no ptxas report in the build log (built without GANFAST_NVCC_VERBOSE=1?)")
+            continue
+        missing = want - {k.arch for k in ks}
+        if missing:
+            problems.append(f"{src}: no kernels for {sorted(missing)}")
+        problems += [f"{src}: {k.name} ({k.arch}) spills {k.spill_stores} B stores, {k.spill_loads} B loads"
+                     for k in ks if k.spills]
+    return problems
+
+
 def compile_source(source: str, info: dict, archs: str = "80;90", mode: str = "object",
                    nvcc: Optional[str] = None, outdir: Optional[str] = None) -> CompileResult:
     """nvcc one .cu (relative to the repo) for `archs`; mode 'object' is `-c` (host and device
@@ -228,8 +273,33 @@ def main(argv=None) -> int:
                                      ".venv-cuda, /work/cudavenv)")
     ap.add_argument("--archs", default=os.environ.get("GANFAST_CUDA_ARCHS", "80;90"))
     ap.add_argument("--mode", choices=("object", "fatbin"), default="object")
+    ap.add_argument("--from-build-log", metavar="LOG", help="compile nothing: read the ptxas report of a real "
+                    "build's log (setup.py with GANFAST_NVCC_VERBOSE=1) and check it")
     ap.add_argument("sources", nargs="*", help="default: every .cu under csrc/")
     args = ap.parse_args(argv)
+    sources = args.sources or cuda_sources()
+
+    if args.from_build_log:
+        with open(args.from_build_log, errors="replace") as f:
+            found = parse_build_log(f.read())
+        kernels = [k for src in sources for k in found.get(src, [])]
+        print(f"ptxas report of {args.from_build_log}; archs {args.archs}; {len(sources)} source(s)")
+        for src in sources:
+            print(f"  {src}: {len(found.get(src, []))} kernel builds")
+        if kernels:
+            print()
+            print(format_table(kernels))
+            print()
+        for arch in sorted({k.arch for k in kernels}):
+            ks = [k for k in kernels if k.arch == arch]
+            print(f"{arch}: {len(ks)} kernels, registers {min(k.registers for k in ks)}-{max(k.registers for k in ks)}, "
+                  f"max stack {max(k.stack_bytes for k in ks)} B, {sum(k.spills for k in ks)} spilling")
+        problems = build_log_problems(found, sources, args.archs)
+        if problems:
+            print("FAIL:\n" + "\n".join("  " + p for p in problems))
+            return 1
+        print(f"OK: {len(sources)} source(s) built for {args.archs}, no kernel spills")
+        return 0
 
     nvcc = find_nvcc()
     if nvcc is None:
@@ -239,7 +309,6 @@ def main(argv=None) -> int:
     if info is None:
         print(f"cuda_resources: {why}", file=sys.stderr)
         return 2
-    sources = args.sources or cuda_sources()
     print(f"nvcc {nvcc}; torch {info['torch']} (CUDA {info['cuda']}) from {python}; archs {args.archs}; "
           f"mode {args.mode}; {len(sources)} source(s)")
     failed, kernels = [], []
