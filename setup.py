@@ -3,7 +3,8 @@
 - ``ganfast._C``      C++17 + OpenMP CPU kernels; built whenever torch and a C++ compiler exist.
 - ``ganfast._C_cuda`` CUDA kernels; built when torch has CUDA and nvcc is found, or when
   ``GANFAST_FORCE_CUDA=1``. Architectures from ``GANFAST_CUDA_ARCHS`` (default "80;90").
-- ``GANFAST_SKIP_EXT=1`` skips both.
+- ``GANFAST_SKIP_EXT=1`` skips both; ``GANFAST_SKIP_CPU_EXT=1`` skips ``ganfast._C`` only
+  (tools/check_cuda_build.sh: the CUDA build check has no use for a second CPU build).
 - ``GANFAST_NVCC_VERBOSE=1`` adds ``-Xptxas=-v``: the build log then holds registers, stack and
   spills per kernel (tools/check_cuda_build.sh reads them with tools/cuda_resources.py).
 - ``GANFAST_CPU_ARCH`` sets ``-march=`` for the CPU extension (default "native": the extension is
@@ -70,10 +71,13 @@ def _plan_extensions():
     cxx_flags = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
     if march:
         cxx_flags.append(f"-march={march}")
-    exts.append(cpp_extension.CppExtension(
-        "ganfast._C", cpu_sources, include_dirs=common_inc,
-        extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"]))
-    info["cpu"]["sources"] = cpu_sources
+    if _env_flag("GANFAST_SKIP_CPU_EXT"):
+        info["cpu"]["reason"] = "skipped: GANFAST_SKIP_CPU_EXT=1 at install time"
+    else:
+        exts.append(cpp_extension.CppExtension(
+            "ganfast._C", cpu_sources, include_dirs=common_inc,
+            extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"]))
+        info["cpu"]["sources"] = cpu_sources
 
     force_cuda = _env_flag("GANFAST_FORCE_CUDA")
     cuda_home = cpp_extension.CUDA_HOME

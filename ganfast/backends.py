@@ -84,17 +84,27 @@ _BACKENDS = {
 _OP_DTYPES: dict[str, dict[str, frozenset]] = {}
 # op -> backend -> gradient order, where an op differs from its backend's max_grad_order.
 _OP_GRAD_ORDERS: dict[str, dict[str, Optional[int]]] = {}
+# op -> backend -> a note for `ganfast info`.
+_OP_NOTES: dict[str, dict[str, str]] = {}
 
 
 def register_op(op: str, dtypes_by_backend: dict[str, Iterable[torch.dtype]],
-                grad_orders: Optional[dict[str, Optional[int]]] = None) -> None:
+                grad_orders: Optional[dict[str, Optional[int]]] = None,
+                notes: Optional[dict[str, str]] = None) -> None:
     """Declare which backends implement `op`, for which dtypes, and (grad_orders) the gradient
-    order of each backend where the op differs from the backend's max_grad_order (None: any)."""
-    for name in list(dtypes_by_backend) + list(grad_orders or {}):
+    order of each backend where the op differs from the backend's max_grad_order (None: any).
+    notes: backend -> a line for `ganfast info`, e.g. why a backend has no kernel for the op."""
+    for name in list(dtypes_by_backend) + list(grad_orders or {}) + list(notes or {}):
         if name not in _BACKENDS:
             raise ValueError(f"unknown backend {name!r} for op {op!r}; expected one of {BACKENDS}")
     _OP_DTYPES[op] = {k: frozenset(v) for k, v in dtypes_by_backend.items()}
     _OP_GRAD_ORDERS[op] = dict(grad_orders or {})
+    _OP_NOTES[op] = dict(notes or {})
+
+
+def op_notes(op: str) -> dict[str, str]:
+    """backend -> the note registered for `op` (e.g. why it has no kernel there)."""
+    return dict(_OP_NOTES.get(op, {}))
 
 
 def op_grad_order(op: str, backend: str) -> Optional[int]:

@@ -111,6 +111,7 @@ def as_dict() -> dict:
         "auto_order": {dev: list(order) for dev, order in backends.AUTO_ORDER.items()},
         "ops": _ops_table(),
         "op_grad_orders": _op_grad_orders(),
+        "op_notes": {op: backends.op_notes(op) for op in sorted(backends.registered_ops()) if backends.op_notes(op)},
         "extensions": _extensions(),
     }
 
@@ -163,6 +164,8 @@ def report(info: Optional[dict] = None) -> str:
             order = "any" if order is None else str(order)
             lines.append(f"  {op if i == 0 else '':<{op_width}}  {name + ':':<{width + 1}}  {' '.join(dtypes):<34}"
                          f"  grad order {order}")
+        for name, note in info.get("op_notes", {}).get(op, {}).items():
+            lines.append(f"  {'':<{op_width}}  {name + ':':<{width + 1}}  {note}")
     ext = info["extensions"]
     against = f" (built against torch {ext['built_against_torch']})" if ext["built_against_torch"] else ""
     lines += ["", "extensions" + against]

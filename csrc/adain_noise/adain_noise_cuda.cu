@@ -31,18 +31,18 @@
 //
 // Seeded noise is drawn in the kernels (noise_at), in the forward and again in the backward;
 // no noise tensor is materialized.
-#include "adain_noise/adain_noise.h"
+//
+// This file holds the kernels and their launch functions only (no torch header: see
+// common/cuda_launch.h); argument checks and the allocation of the outputs, stats and the split
+// path's workspace are in adain_noise_cuda_host.cpp.
+#include "adain_noise/adain_noise_cuda_launch.h"
 
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <algorithm>
 #include <limits>
 
-#include "common/checks.h"
 #include "common/fast_divmod.h"
 
 namespace ganfast {
@@ -65,16 +65,16 @@ template <typename A> constexpr int step_regs() { return 4; }
 
 __device__ __forceinline__ float load_acc(const float* p) { return __ldg(p); }
 __device__ __forceinline__ double load_acc(const double* p) { return __ldg(p); }
-__device__ __forceinline__ float load_acc(const at::Half* p) {
+__device__ __forceinline__ float load_acc(const c10::Half* p) {
   return __half2float(__ldg(reinterpret_cast<const __half*>(p)));
 }
-__device__ __forceinline__ float load_acc(const at::BFloat16* p) {
+__device__ __forceinline__ float load_acc(const c10::BFloat16* p) {
   return __bfloat162float(__ldg(reinterpret_cast<const __nv_bfloat16*>(p)));
 }
 __device__ __forceinline__ void store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store(double* p, double v) { *p = v; }
-__device__ __forceinline__ void store(at::Half* p, float v) { *reinterpret_cast<__half*>(p) = __float2half_rn(v); }
-__device__ __forceinline__ void store(at::BFloat16* p, float v) {
+__device__ __forceinline__ void store(c10::Half* p, float v) { *reinterpret_cast<__half*>(p) = __float2half_rn(v); }
+__device__ __forceinline__ void store(c10::BFloat16* p, float v) {
   *reinterpret_cast<__nv_bfloat16*>(p) = __float2bfloat16_rn(v);
 }
 
@@ -512,7 +512,7 @@ struct Plan {
 };
 
 template <typename A>
-Plan plan_launch(const AdainNoiseParams& p) {
+cudaError_t plan_launch(const AdainNoiseParams& p, Plan* plan) {
   constexpr int K = tile_regs<A>();
   Plan pl{};
   if (p.sP == 1) {
@@ -536,18 +536,30 @@ Plan plan_launch(const AdainNoiseParams& p) {
     pl.splits = 1;
   } else {
     // Enough blocks for two waves of the GPU, in chunks of whole tiles.
-    const auto* props = at::cuda::getCurrentDeviceProperties();
-    const int64_t target =
-        2 * int64_t(props->multiProcessorCount) * (props->maxThreadsPerMultiProcessor / kThreads);
+    int device = 0, sms = 0, threads_per_sm = 0;
+    cudaError_t err = cudaGetDevice(&device);
+    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    if (err == cudaSuccess)
+      err = cudaDeviceGetAttribute(&threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device);
+    if (err != cudaSuccess) return err;
+    const int64_t target = 2 * int64_t(sms) * (threads_per_sm / kThreads);
     const int64_t want = std::min(tiles, std::max<int64_t>(1, (target + pl.groups - 1) / pl.groups));
     const int64_t tiles_per_chunk = (tiles + want - 1) / want;
     pl.fused = false;
     pl.chunk_px = tiles_per_chunk * tile_px;
     pl.splits = (p.M + pl.chunk_px - 1) / pl.chunk_px;
   }
-  TORCH_CHECK(pl.groups * pl.splits <= std::numeric_limits<int>::max(),
-              "ganfast: adain_noise on CUDA: tensor too large for one launch (", pl.groups * pl.splits, " blocks)");
-  return pl;
+  *plan = pl;
+  return cudaSuccess;
+}
+
+// plan_launch for a launch: also checks the block count (the host file checks it first, with a
+// message, through adain_noise_launch_info).
+template <typename A>
+cudaError_t plan_for_launch(const AdainNoiseParams& p, Plan* plan) {
+  const cudaError_t err = plan_launch<A>(p, plan);
+  if (err != cudaSuccess) return err;
+  return plan->groups * plan->splits <= std::numeric_limits<int>::max() ? cudaSuccess : cudaErrorInvalidValue;
 }
 
 template <typename T>
@@ -585,116 +597,104 @@ Args<T> make_args(const AdainNoiseParams& p, const Plan& pl) {
   return a;
 }
 
-at::ScalarType acc_scalar_type(const at::Tensor& x) { return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
-
 unsigned finalize_blocks(int64_t NC) {
   constexpr int per_block = kFinalizeThreads / 32;
   return static_cast<unsigned>((NC + per_block - 1) / per_block);
 }
 
+// Returns from the launch function when the last launch failed.
+#define ADAIN_RETURN_ON_LAUNCH_ERROR()                 \
+  do {                                                 \
+    const cudaError_t launch_err_ = cudaGetLastError(); \
+    if (launch_err_ != cudaSuccess) return launch_err_; \
+  } while (0)
+
 template <Act ACT, typename T>
-void launch_forward(const AdainNoiseParams& p, const at::Tensor& x, cudaStream_t stream) {
+cudaError_t launch_forward(const AdainNoiseParams& p, void* workspace, cudaStream_t stream) {
   using A = typename acc_type<T>::type;
-  const Plan pl = plan_launch<A>(p);
+  Plan pl;
+  const cudaError_t err = plan_for_launch<A>(p, &pl);
+  if (err != cudaSuccess) return err;
   Args<T> a = make_args<T>(p, pl);
   if (pl.fused) {
     adain_forward_stats_kernel<ACT, T><<<pl.blocks(), kThreads, 0, stream>>>(a, true);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    return;
+    return cudaGetLastError();
   }
-  const at::Tensor ws = at::empty({a.NC * pl.splits * 2}, x.options().dtype(acc_scalar_type(x)));
-  a.ws = ws.data_ptr<A>();
+  if (workspace == nullptr) return cudaErrorInvalidValue;
+  a.ws = static_cast<A*>(workspace);
   adain_forward_stats_kernel<ACT, T><<<pl.blocks(), kThreads, 0, stream>>>(a, false);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  ADAIN_RETURN_ON_LAUNCH_ERROR();
   adain_forward_finalize_kernel<A><<<finalize_blocks(a.NC), kFinalizeThreads, 0, stream>>>(
       a.ws, a.stats, a.NC, pl.splits, a.M, pl.chunk_px, a.eps);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  ADAIN_RETURN_ON_LAUNCH_ERROR();
   adain_forward_apply_kernel<ACT, T><<<pl.blocks(), kThreads, 0, stream>>>(a);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return cudaGetLastError();
 }
 
 template <Act ACT, typename T>
-void launch_backward(const AdainNoiseParams& p, const at::Tensor& x, cudaStream_t stream) {
+cudaError_t launch_backward(const AdainNoiseParams& p, void* workspace, cudaStream_t stream) {
   using A = typename acc_type<T>::type;
-  const Plan pl = plan_launch<A>(p);
+  Plan pl;
+  const cudaError_t err = plan_for_launch<A>(p, &pl);
+  if (err != cudaSuccess) return err;
   Args<T> a = make_args<T>(p, pl);
   if (pl.fused) {
     adain_backward_fused_kernel<ACT, T><<<pl.blocks(), kThreads, 0, stream>>>(a);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    return;
+    return cudaGetLastError();
   }
-  const at::Tensor ws = at::empty({a.NC * pl.splits * 2}, x.options().dtype(acc_scalar_type(x)));
-  a.ws = ws.data_ptr<A>();
+  if (workspace == nullptr) return cudaErrorInvalidValue;
+  a.ws = static_cast<A*>(workspace);
   adain_backward_partial_kernel<ACT, T><<<pl.blocks(), kThreads, 0, stream>>>(a);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  ADAIN_RETURN_ON_LAUNCH_ERROR();
   adain_sum_partials_kernel<A><<<finalize_blocks(a.NC), kFinalizeThreads, 0, stream>>>(a.ws, a.dt, a.ds, a.NC,
                                                                                      pl.splits);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  ADAIN_RETURN_ON_LAUNCH_ERROR();
   adain_backward_apply_kernel<ACT, T><<<pl.blocks(), kThreads, 0, stream>>>(a);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  ADAIN_RETURN_ON_LAUNCH_ERROR();
   adain_sum_partials_kernel<A><<<finalize_blocks(a.NC), kFinalizeThreads, 0, stream>>>(a.ws, a.sdz, a.sdzn, a.NC,
                                                                                      pl.splits);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return cudaGetLastError();
 }
 
-// Checks only the CUDA entry points add to make_adain_noise_params's.
-void check_cuda_args(const at::Tensor& x, int64_t seed) {
-  GANFAST_CHECK_DEVICE(x, at::kCUDA, "x");
-  // noise_keys / noise_at take 32-bit sample and pixel indices.
-  TORCH_CHECK(seed < 0 || (x.size(0) <= (int64_t(1) << 32) && x.size(2) * x.size(3) <= (int64_t(1) << 32)),
-              "ganfast: adain_noise seeded noise needs N and H * W below 2^32, got shape ", x.sizes());
+#undef ADAIN_RETURN_ON_LAUNCH_ERROR
+
+// What the launch functions need of p (checked by the host file already): a known act, a
+// non-empty x (FastDivmod needs C >= 1).
+bool launchable(const AdainNoiseParams& p) {
+  return p.act >= 0 && p.act < kNumActs && p.N >= 1 && p.C >= 1 && p.M >= 1;
 }
 
 }  // namespace
 
-std::vector<at::Tensor> adain_noise_forward_cuda(
-    const at::Tensor& x, const at::Tensor& s, const at::Tensor& t,
-    const c10::optional<at::Tensor>& noise, const c10::optional<at::Tensor>& ns,
-    const c10::optional<at::Tensor>& b, int64_t act, double alpha, double gain, double eps,
-    int64_t seed, const c10::optional<at::Tensor>& out) {
-  check_cuda_args(x, seed);
-  const c10::cuda::CUDAGuard device_guard(x.device());
-  at::Tensor stats = at::empty({x.size(0), x.size(1), 2}, x.options().dtype(acc_scalar_type(x)));
-  AdainNoiseParams p = make_adain_noise_params(x, c10::nullopt, s, t, noise, ns, b, stats, act, alpha,
-                                               gain, eps, seed);
-  at::Tensor y = adain_noise_like_x(x, out);
-  p.out = y.data_ptr();
-  if (x.numel() == 0) {
-    stats.fill_(std::numeric_limits<double>::quiet_NaN());  // statistics of empty planes
-    return {y, stats};
-  }
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "adain_noise_forward_cuda", [&] {
-    dispatch_act(p.act, [&](auto a) { launch_forward<decltype(a)::value, scalar_t>(p, x, stream); });
-  });
-  return {y, stats};
+cudaError_t adain_noise_launch_info(const AdainNoiseParams& p, DType dtype, AdainNoiseLaunchInfo* info) {
+  if (!launchable(p)) return cudaErrorInvalidValue;
+  Plan pl{};
+  cudaError_t err = cudaSuccess;
+  GANFAST_DISPATCH_DTYPE(dtype, scalar_t, { err = plan_launch<typename acc_type<scalar_t>::type>(p, &pl); });
+  if (err != cudaSuccess) return err;
+  info->blocks = pl.groups * pl.splits;
+  info->workspace_elems = pl.fused ? 0 : p.N * p.C * pl.splits * 2;
+  return cudaSuccess;
 }
 
-std::vector<at::Tensor> adain_noise_backward_cuda(
-    const at::Tensor& g, const at::Tensor& x, const at::Tensor& s,
-    const c10::optional<at::Tensor>& noise, const c10::optional<at::Tensor>& ns,
-    const c10::optional<at::Tensor>& b, const at::Tensor& stats, int64_t act, double alpha,
-    double gain, double eps, int64_t seed, const c10::optional<at::Tensor>& out) {
-  check_cuda_args(x, seed);
-  const c10::cuda::CUDAGuard device_guard(x.device());
-  AdainNoiseParams p = make_adain_noise_params(x, g, s, c10::nullopt, noise, ns, b, stats, act, alpha,
-                                               gain, eps, seed);
-  at::Tensor dx = adain_noise_like_x(x, out);
-  at::Tensor ds = at::empty_like(s), dt = at::empty_like(s), sdz = at::empty_like(s), sdzn = at::empty_like(s);
-  p.out = dx.data_ptr();
-  p.ds = ds.data_ptr();
-  p.dt = dt.data_ptr();
-  p.sdz = sdz.data_ptr();
-  p.sdzn = sdzn.data_ptr();
-  if (x.numel() == 0) {
-    for (at::Tensor* v : {&ds, &dt, &sdz, &sdzn}) v->zero_();
-    return {dx, ds, dt, sdz, sdzn};
-  }
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "adain_noise_backward_cuda", [&] {
-    dispatch_act(p.act, [&](auto a) { launch_backward<decltype(a)::value, scalar_t>(p, x, stream); });
+cudaError_t launch_adain_noise_forward(const AdainNoiseParams& p, DType dtype, void* workspace,
+                                       cudaStream_t stream) {
+  if (!launchable(p)) return cudaErrorInvalidValue;
+  cudaError_t err = cudaSuccess;
+  GANFAST_DISPATCH_DTYPE(dtype, scalar_t, {
+    dispatch_act(p.act, [&](auto a) { err = launch_forward<decltype(a)::value, scalar_t>(p, workspace, stream); });
   });
-  return {dx, ds, dt, sdz, sdzn};
+  return err;
+}
+
+cudaError_t launch_adain_noise_backward(const AdainNoiseParams& p, DType dtype, void* workspace,
+                                        cudaStream_t stream) {
+  if (!launchable(p)) return cudaErrorInvalidValue;
+  cudaError_t err = cudaSuccess;
+  GANFAST_DISPATCH_DTYPE(dtype, scalar_t, {
+    dispatch_act(p.act, [&](auto a) { err = launch_backward<decltype(a)::value, scalar_t>(p, workspace, stream); });
+  });
+  return err;
 }
 
 }  // namespace ganfast

@@ -17,15 +17,14 @@
 // the scalar loop of the same kernel, so alignment costs no extra instantiation.
 //
 // Indices are 64-bit throughout: GAN activations exceed 2^31 elements at large batch x 1024^2.
-#include "bias_act/bias_act.h"
-
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
+//
+// This file holds the kernel and its launch function only (no torch header: see
+// common/cuda_launch.h); argument checks, allocation and the db reduction are in
+// bias_act_cuda_host.cpp.
+#include "bias_act/bias_act_cuda_launch.h"
 
 #include <algorithm>
 
-#include "common/checks.h"
 #include "common/fast_divmod.h"
 
 namespace ganfast {
@@ -138,7 +137,7 @@ bias_act_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ b,
 }
 
 template <Act A, int Order, typename scalar_t>
-void launch_bias_act(const BiasActParams& p, cudaStream_t stream) {
+void launch_bias_act_kernel(const BiasActParams& p, uint64_t resident, cudaStream_t stream) {
   using acc_t = typename acc_type<scalar_t>::type;
   constexpr int VEC = kVectorBytes / sizeof(scalar_t);
   const uint64_t numel = static_cast<uint64_t>(p.numel);
@@ -147,9 +146,6 @@ void launch_bias_act(const BiasActParams& p, cudaStream_t stream) {
   const uint64_t num_vectors = aligned ? numel / VEC : 0;
   const uint64_t items = std::max(num_vectors, numel - num_vectors * VEC);
   // Enough blocks to fill every SM once; the grid-stride loop covers the rest.
-  const auto* props = at::cuda::getCurrentDeviceProperties();
-  const uint64_t resident =
-      uint64_t(props->multiProcessorCount) * (props->maxThreadsPerMultiProcessor / kThreads);
   const unsigned blocks = static_cast<unsigned>(std::min((items + kThreads - 1) / kThreads, resident));
   bias_act_kernel<A, Order, scalar_t><<<blocks, kThreads, 0, stream>>>(
       static_cast<const scalar_t*>(p.x), static_cast<const scalar_t*>(p.b),
@@ -157,45 +153,36 @@ void launch_bias_act(const BiasActParams& p, cudaStream_t stream) {
       static_cast<scalar_t*>(p.out), numel, num_vectors, FastDivmod(uint64_t(p.inner)),
       FastDivmod(uint64_t(p.channels)), static_cast<acc_t>(p.s.alpha),
       static_cast<acc_t>(p.s.gain), static_cast<acc_t>(p.s.clamp));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// Blocks of kThreads that the current device holds at once: multiProcessorCount *
+// (maxThreadsPerMultiProcessor / kThreads), as at::cuda::getCurrentDeviceProperties() gave them.
+cudaError_t resident_blocks(uint64_t* resident) {
+  int device = 0, sms = 0, threads_per_sm = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (err == cudaSuccess)
+    err = cudaDeviceGetAttribute(&threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device);
+  *resident = uint64_t(sms) * (threads_per_sm / kThreads);
+  return err;
 }
 
 }  // namespace
 
-std::vector<at::Tensor> bias_act_cuda(const at::Tensor& x, const c10::optional<at::Tensor>& b,
-                                      const c10::optional<at::Tensor>& g,
-                                      const c10::optional<at::Tensor>& gg, int64_t order,
-                                      int64_t dim, int64_t act, double alpha, double gain,
-                                      double clamp, bool want_db,
-                                     const c10::optional<at::Tensor>& out_opt) {
-  GANFAST_CHECK_DEVICE(x, at::kCUDA, "x");
-  check_bias_act_args(x, b, g, gg, order, dim, act);
-  const c10::cuda::CUDAGuard device_guard(x.device());
-  at::Tensor out = bias_act_output(x, out_opt);  // x's dense strides
-  const bool with_db = want_db && b.has_value();
-  at::Tensor db;
-  if (x.numel() == 0) {
-    if (with_db) db = at::zeros({x.size(dim)}, x.options());
-    return {out, db};
-  }
-  const BiasActParams p = make_bias_act_params(x, b, g, gg, out, order, dim, act, alpha, gain, clamp);
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "bias_act_cuda", [&] {
+cudaError_t launch_bias_act(const BiasActParams& p, DType dtype, cudaStream_t stream) {
+  // Checked by the host file already; FastDivmod needs divisors >= 1.
+  if (p.act < 0 || p.act >= kNumActs || p.order < 0 || p.order > 2 || p.numel <= 0 || p.channels < 1 ||
+      p.inner < 1)
+    return cudaErrorInvalidValue;
+  uint64_t resident = 0;
+  const cudaError_t err = resident_blocks(&resident);
+  if (err != cudaSuccess) return err;
+  GANFAST_DISPATCH_DTYPE(dtype, scalar_t, {
     dispatch_act_order(p.act, p.order, [&](auto a, auto o) {
-      launch_bias_act<decltype(a)::value, decltype(o)::value, scalar_t>(p, stream);
+      launch_bias_act_kernel<decltype(a)::value, decltype(o)::value, scalar_t>(p, resident, stream);
     });
   });
-  if (with_db) {
-    // Sum of what was stored (as bias_act_cpu does), accumulated in fp32 (fp64 for double) by
-    // ATen's reduction on the same stream.
-    std::vector<int64_t> dims;
-    for (int64_t d = 0; d < x.dim(); ++d)
-      if (d != dim) dims.push_back(d);
-    const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-    // An empty dim list would make sum reduce everything: for 1-D x, db is out itself.
-    db = dims.empty() ? out.clone() : out.sum(dims, /*keepdim=*/false, acc).to(x.scalar_type());
-  }
-  return {out, db};
+  return cudaGetLastError();
 }
 
 }  // namespace ganfast

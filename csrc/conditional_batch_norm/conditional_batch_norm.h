@@ -1,5 +1,7 @@
 // conditional_batch_norm (BigGAN's ccbn): parameters and per-element math shared by the CPU and
 // CUDA kernels of the four-pass kernel contract (ganfast/ops/conditional_batch_norm/reference.py).
+// (The struct and the math themselves sit in the torch-free conditional_batch_norm_params.h and
+// conditional_batch_norm_math.h, which the CUDA kernels include without this header.)
 //
 // x, dy [N, C, H, W] contiguous NCHW, M = H * W pixels per (n, c) plane; the small tensors are of
 // the accumulation type A (float; double for double x, CPU only):
@@ -26,44 +28,10 @@
 #include <torch/extension.h>
 
 #include "common/host_device.h"
+#include "conditional_batch_norm/conditional_batch_norm_math.h"    // per-element math
+#include "conditional_batch_norm/conditional_batch_norm_params.h"  // CbnParams
 
 namespace ganfast {
-
-struct CbnParams {
-  const void* x;      // [N, C, M] contiguous, dtype D
-  const void* dy;     // like x (backward)
-  void* out;          // like x: y (forward_apply) or dx (backward_dx)
-  const void* mean;   // [C] A
-  const void* rstd;   // [C] A
-  const void* gain;   // [N, C] A
-  const void* bias;   // [N, C] A
-  const void* c1;     // [C] A (backward_dx)
-  const void* c2;     // [C] A (backward_dx)
-  void* sums;         // [C, 2] A (channel_stats) or [N, C, 2] A (backward_sums)
-  int64_t N, C, M;
-  bool relu;
-};
-
-// ---- per-element math ----
-
-template <typename T> GANFAST_HD T cbn_xhat(T x, T mean, T rstd) { return (x - mean) * rstd; }
-template <typename T> GANFAST_HD T cbn_z(T xhat, T gain, T bias) { return xhat * gain + bias; }
-// relu(z) (a NaN z stays NaN, as torch.relu).
-template <bool RELU, typename T> GANFAST_HD T cbn_y(T z) { return RELU && z < T(0) ? T(0) : z; }
-// dy where relu passes the gradient (z > 0), else 0.
-template <bool RELU, typename T> GANFAST_HD T cbn_dz(T dy, T z) { return RELU && !(z > T(0)) ? T(0) : dy; }
-template <typename T> GANFAST_HD T cbn_dx(T dz, T xhat, T rstd, T gain, T c1, T c2) {
-  return rstd * (gain * dz - c1 - xhat * c2);
-}
-
-// (mean, M2) of `count` > 0 values from their sums about `pivot`: s1 = sum (v - pivot),
-// s2 = sum (v - pivot)^2.
-GANFAST_HD void cbn_moments(double count, double pivot, double s1, double s2, double& mean, double& m2) {
-  const double shift = s1 / count;  // mean - pivot
-  mean = pivot + shift;
-  const double v = s2 - s1 * shift;
-  m2 = v > 0.0 ? v : 0.0;           // rounding can leave a constant channel's M2 at -0 or -tiny
-}
 
 // ---- host code shared by both extensions (conditional_batch_norm_common.cpp) ----
 

@@ -16,21 +16,24 @@
 //   backward_sums: tpp threads per plane (a power of two, about 2 packs each, at most the block),
 //     256 / tpp planes per block; per-thread float sums, a shuffle butterfly over the plane's
 //     lanes, then shared memory across its warps when tpp > 32.
-#include "conditional_batch_norm/conditional_batch_norm.h"
+//
+// This file holds the kernels and their launch functions only (no torch headers, see
+// common/cuda_launch.h); conditional_batch_norm_cuda_host.cpp checks the arguments, allocates the
+// outputs and channel_stats's workspace (sized by conditional_batch_norm_stats_splits below) and
+// passes the SM count.
+#include "conditional_batch_norm/conditional_batch_norm_cuda_launch.h"
 
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 #include <type_traits>
 
-#include "common/checks.h"
 #include "common/fast_divmod.h"
+#include "conditional_batch_norm/conditional_batch_norm_math.h"
 
 namespace ganfast {
 namespace {
@@ -46,12 +49,12 @@ template <> struct Dev<float> {
   static __device__ __forceinline__ float to(raw v) { return v; }
   static __device__ __forceinline__ raw from(float v) { return v; }
 };
-template <> struct Dev<at::Half> {
+template <> struct Dev<c10::Half> {
   using raw = unsigned short;
   static __device__ __forceinline__ float to(raw v) { return __half2float(__ushort_as_half(v)); }
   static __device__ __forceinline__ raw from(float v) { return __half_as_ushort(__float2half_rn(v)); }
 };
-template <> struct Dev<at::BFloat16> {
+template <> struct Dev<c10::BFloat16> {
   using raw = unsigned short;
   static __device__ __forceinline__ float to(raw v) { return __uint_as_float(static_cast<unsigned>(v) << 16); }
   static __device__ __forceinline__ raw from(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
@@ -294,38 +297,51 @@ __global__ void __launch_bounds__(kThreads) cbn_backward_sums_kernel(const Args<
   }
 }
 
-// ---- host side ----
+// ---- launch side ----
 
 template <typename F>
-void dispatch_cuda_dtype(at::ScalarType st, F&& fn) {
-  switch (st) {
-    case at::kFloat: fn(float{}); break;
-    case at::kHalf: fn(at::Half{}); break;
-    case at::kBFloat16: fn(at::BFloat16{}); break;
-    default: TORCH_CHECK(false, "ganfast: conditional_batch_norm x must be float16, bfloat16 or float32 on cuda, got ", st);
+cudaError_t dispatch_cuda_dtype(DType dtype, F&& fn) {
+  switch (dtype) {
+    case DType::kFloat32: return fn(float{});
+    case DType::kFloat16: return fn(c10::Half{});
+    case DType::kBFloat16: return fn(c10::BFloat16{});
+    default: return cudaErrorInvalidValue;  // float16, bfloat16 or float32 on cuda (checked before)
   }
 }
 
 template <typename F>
-void dispatch_relu(bool relu, F&& fn) {
-  if (relu) fn(std::true_type{});
-  else fn(std::false_type{});
+cudaError_t dispatch_relu(bool relu, F&& fn) {
+  if (relu) return fn(std::true_type{});
+  return fn(std::false_type{});
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// fn(std::integral_constant<int, V>): V = 16 / sizeof(T) when each plane is whole packs and the
-// pointers are 16-byte aligned, else 1.
-template <typename T, typename F>
-void dispatch_pack(int64_t M, std::initializer_list<const void*> ptrs, F&& fn) {
-  constexpr int kV = 16 / sizeof(T);
+// The pack of a launch: kV = 16 / sizeof(T) when each plane is whole packs and the pointers are
+// 16-byte aligned, else 1.
+int pack_width(int kV, int64_t M, std::initializer_list<const void*> ptrs) {
   bool vec = M % kV == 0;
   for (const void* p : ptrs) vec = vec && aligned16(p);
-  if (vec) fn(std::integral_constant<int, kV>{});
-  else fn(std::integral_constant<int, 1>{});
+  return vec ? kV : 1;
 }
 
-int sm_count() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
+// kV of x's dtype (0: none the kernels take).
+int max_pack(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32: return 16 / sizeof(float);
+    case DType::kFloat16: return 16 / sizeof(c10::Half);
+    case DType::kBFloat16: return 16 / sizeof(c10::BFloat16);
+    default: return 0;
+  }
+}
+
+// fn(std::integral_constant<int, V>), V from pack_width.
+template <typename T, typename F>
+cudaError_t dispatch_pack(int64_t M, std::initializer_list<const void*> ptrs, F&& fn) {
+  constexpr int kV = 16 / sizeof(T);
+  if (pack_width(kV, M, ptrs) == kV) return fn(std::integral_constant<int, kV>{});
+  return fn(std::integral_constant<int, 1>{});
+}
 
 template <typename T>
 Args<T> make_args(const CbnParams& p) {
@@ -348,140 +364,136 @@ Args<T> make_args(const CbnParams& p) {
 }
 
 // Blocks of a grid-stride loop over `packs`: enough for a few waves, no more than the packs need.
-unsigned elementwise_blocks(int64_t packs) {
+unsigned elementwise_blocks(int64_t packs, int sm_count) {
   const int64_t need = (packs + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(std::min<int64_t>(need, int64_t(sm_count()) * (2048 / kThreads) * 4));
+  return static_cast<unsigned>(std::min<int64_t>(need, int64_t(sm_count) * (2048 / kThreads) * 4));
+}
+
+// channel_stats's grid for packs of V elements.
+struct StatsGrid {
+  int64_t Mv, packs, splits, chunk_packs;
+};
+StatsGrid stats_grid(const CbnParams& p, int V, int sm_count) {
+  const int64_t Mv = p.M / V, packs = p.N * Mv;
+  // About two waves of blocks, each thread at least 4 packs.
+  const int64_t target = 2 * int64_t(sm_count) * (2048 / kThreads);
+  const int64_t max_splits = std::max<int64_t>(1, packs / (kThreads * 4));
+  int64_t splits = std::min(max_splits, std::max<int64_t>(1, (target + p.C - 1) / p.C));
+  const int64_t chunk_packs = (packs + splits - 1) / splits;
+  splits = (packs + chunk_packs - 1) / chunk_packs;
+  return {Mv, packs, splits, chunk_packs};
+}
+
+// backward_sums's grid for packs of V elements: 1 << shift threads per plane.
+struct SumsGrid {
+  int shift;
+  int64_t blocks;
+};
+SumsGrid sums_grid(int64_t NC, int64_t M, int V) {
+  const int64_t Mv = M / V;
+  int shift = 0;  // threads per plane: about 2 packs each, at most the block
+  while ((int64_t(2) << shift) < Mv && (1 << shift) < kThreads) ++shift;
+  const int64_t per_block = kThreads >> shift;
+  return {shift, (NC + per_block - 1) / per_block};
 }
 
 template <typename T>
-void launch_channel_stats(const CbnParams& p, const at::Tensor& x, cudaStream_t stream) {
-  dispatch_pack<T>(p.M, {p.x}, [&](auto vc) {
+cudaError_t launch_channel_stats(const CbnParams& p, double* ws, int sm_count, cudaStream_t stream) {
+  return dispatch_pack<T>(p.M, {p.x}, [&](auto vc) {
     constexpr int V = decltype(vc)::value;
-    const int64_t Mv = p.M / V, packs = p.N * Mv;
-    // About two waves of blocks, each thread at least 4 packs.
-    const int64_t target = 2 * int64_t(sm_count()) * (2048 / kThreads);
-    const int64_t max_splits = std::max<int64_t>(1, packs / (kThreads * 4));
-    int64_t splits = std::min(max_splits, std::max<int64_t>(1, (target + p.C - 1) / p.C));
-    const int64_t chunk_packs = (packs + splits - 1) / splits;
-    splits = (packs + chunk_packs - 1) / chunk_packs;
-    TORCH_CHECK(p.C * splits <= std::numeric_limits<int>::max(),
-                "ganfast: conditional_batch_norm channel_stats on CUDA: too many channels (", p.C, ")");
-    const at::Tensor ws = at::empty({p.C * splits * 2}, x.options().dtype(at::kDouble));
-    cbn_stats_partial_kernel<T, V><<<static_cast<unsigned>(p.C * splits), kThreads, 0, stream>>>(
-        static_cast<const T*>(p.x), ws.data_ptr<double>(), p.C, Mv, FastDivmod(static_cast<uint64_t>(Mv)), packs,
-        chunk_packs, static_cast<unsigned>(splits));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const StatsGrid g = stats_grid(p, V, sm_count);
+    if (p.C * g.splits > std::numeric_limits<int>::max()) return cudaErrorInvalidValue;  // checked before
+    cbn_stats_partial_kernel<T, V><<<static_cast<unsigned>(p.C * g.splits), kThreads, 0, stream>>>(
+        static_cast<const T*>(p.x), ws, p.C, g.Mv, FastDivmod(static_cast<uint64_t>(g.Mv)), g.packs, g.chunk_packs,
+        static_cast<unsigned>(g.splits));
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
     cbn_stats_finalize_kernel<T><<<static_cast<unsigned>((p.C + kWarps - 1) / kWarps), kThreads, 0, stream>>>(
-        static_cast<const T*>(p.x), ws.data_ptr<double>(), static_cast<float*>(p.sums), p.C, p.M,
-        static_cast<unsigned>(splits), static_cast<double>(p.N * p.M));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        static_cast<const T*>(p.x), ws, static_cast<float*>(p.sums), p.C, p.M, static_cast<unsigned>(g.splits),
+        static_cast<double>(p.N * p.M));
+    return cudaGetLastError();
   });
 }
 
 template <bool RELU, typename T>
-void launch_forward_apply(const CbnParams& p, cudaStream_t stream) {
+cudaError_t launch_forward_apply(const CbnParams& p, int sm_count, cudaStream_t stream) {
   const Args<T> a = make_args<T>(p);
-  dispatch_pack<T>(p.M, {p.x, p.out}, [&](auto vc) {
+  return dispatch_pack<T>(p.M, {p.x, p.out}, [&](auto vc) {
     constexpr int V = decltype(vc)::value;
     const int64_t packs = a.NC * a.M / V;
-    cbn_forward_apply_kernel<RELU, T, V><<<elementwise_blocks(packs), kThreads, 0, stream>>>(a, packs);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    cbn_forward_apply_kernel<RELU, T, V><<<elementwise_blocks(packs, sm_count), kThreads, 0, stream>>>(a, packs);
+    return cudaGetLastError();
   });
 }
 
 template <bool RELU, typename T>
-void launch_backward_dx(const CbnParams& p, cudaStream_t stream) {
+cudaError_t launch_backward_dx(const CbnParams& p, int sm_count, cudaStream_t stream) {
   const Args<T> a = make_args<T>(p);
-  dispatch_pack<T>(p.M, {p.x, p.dy, p.out}, [&](auto vc) {
+  return dispatch_pack<T>(p.M, {p.x, p.dy, p.out}, [&](auto vc) {
     constexpr int V = decltype(vc)::value;
     const int64_t packs = a.NC * a.M / V;
-    cbn_backward_dx_kernel<RELU, T, V><<<elementwise_blocks(packs), kThreads, 0, stream>>>(a, packs);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    cbn_backward_dx_kernel<RELU, T, V><<<elementwise_blocks(packs, sm_count), kThreads, 0, stream>>>(a, packs);
+    return cudaGetLastError();
   });
 }
 
 template <bool RELU, typename T>
-void launch_backward_sums(const CbnParams& p, cudaStream_t stream) {
+cudaError_t launch_backward_sums(const CbnParams& p, cudaStream_t stream) {
   const Args<T> a = make_args<T>(p);
-  dispatch_pack<T>(p.M, {p.x, p.dy}, [&](auto vc) {
+  return dispatch_pack<T>(p.M, {p.x, p.dy}, [&](auto vc) {
     constexpr int V = decltype(vc)::value;
-    const int64_t Mv = a.M / V;
-    int shift = 0;  // threads per plane: about 2 packs each, at most the block
-    while ((int64_t(2) << shift) < Mv && (1 << shift) < kThreads) ++shift;
-    const int64_t per_block = kThreads >> shift;
-    const int64_t blocks = (a.NC + per_block - 1) / per_block;
-    TORCH_CHECK(blocks <= std::numeric_limits<int>::max(),
-                "ganfast: conditional_batch_norm backward_sums on CUDA: too many planes (", a.NC, ")");
-    cbn_backward_sums_kernel<RELU, T, V><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(a, shift);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const SumsGrid g = sums_grid(a.NC, a.M, V);
+    if (g.blocks > std::numeric_limits<int>::max()) return cudaErrorInvalidValue;  // checked before
+    cbn_backward_sums_kernel<RELU, T, V><<<static_cast<unsigned>(g.blocks), kThreads, 0, stream>>>(a, g.shift);
+    return cudaGetLastError();
   });
-}
-
-CbnParams cuda_params(const at::Tensor& x, const c10::optional<at::Tensor>& dy, const c10::optional<at::Tensor>& mean,
-                      const c10::optional<at::Tensor>& rstd, const c10::optional<at::Tensor>& gain,
-                      const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& c1,
-                      const c10::optional<at::Tensor>& c2, bool relu) {
-  GANFAST_CHECK_DEVICE(x, at::kCUDA, "x");
-  return make_cbn_params(x, dy, mean, rstd, gain, bias, c1, c2, relu, /*allow_double=*/false);
 }
 
 }  // namespace
 
-at::Tensor cbn_channel_stats_cuda(const at::Tensor& x) {
-  CbnParams p = cuda_params(x, c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt,
-                            c10::nullopt, false);
-  const c10::cuda::CUDAGuard device_guard(x.device());
-  at::Tensor stats = at::empty({p.C, 2}, x.options().dtype(at::kFloat));
-  p.sums = stats.data_ptr();
-  if (p.N * p.M == 0) return stats.fill_(std::numeric_limits<double>::quiet_NaN());  // as torch.var_mean
-  if (p.C == 0) return stats;
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  dispatch_cuda_dtype(x.scalar_type(), [&](auto t) { launch_channel_stats<decltype(t)>(p, x, stream); });
-  return stats;
+int64_t conditional_batch_norm_stats_splits(const CbnParams& p, DType dtype, int sm_count) {
+  const int kV = max_pack(dtype);
+  if (kV == 0 || p.N * p.M <= 0 || sm_count <= 0) return 1;
+  return stats_grid(p, pack_width(kV, p.M, {p.x}), sm_count).splits;
 }
 
-at::Tensor cbn_forward_apply_cuda(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
-                                  const at::Tensor& gain, const at::Tensor& bias, bool relu,
-                                  const c10::optional<at::Tensor>& out) {
-  CbnParams p = cuda_params(x, c10::nullopt, mean, rstd, gain, bias, c10::nullopt, c10::nullopt, relu);
-  const c10::cuda::CUDAGuard device_guard(x.device());
-  at::Tensor y = output_like(x, out);
-  p.out = y.data_ptr();
-  if (x.numel() == 0) return y;
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  dispatch_cuda_dtype(x.scalar_type(), [&](auto t) {
-    dispatch_relu(relu, [&](auto r) { launch_forward_apply<decltype(r)::value, decltype(t)>(p, stream); });
-  });
-  return y;
+int64_t conditional_batch_norm_sums_blocks(const CbnParams& p, DType dtype) {
+  const int kV = max_pack(dtype);
+  if (kV == 0) return 0;
+  return sums_grid(p.N * p.C, p.M, pack_width(kV, p.M, {p.x, p.dy})).blocks;
 }
 
-at::Tensor cbn_backward_sums_cuda(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
-                                  const at::Tensor& rstd, const at::Tensor& gain, const at::Tensor& bias, bool relu) {
-  CbnParams p = cuda_params(x, dy, mean, rstd, gain, bias, c10::nullopt, c10::nullopt, relu);
-  const c10::cuda::CUDAGuard device_guard(x.device());
-  at::Tensor sums = at::empty({p.N, p.C, 2}, x.options().dtype(at::kFloat));
-  p.sums = sums.data_ptr();
-  if (x.numel() == 0) return sums.zero_();  // sums over empty planes
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  dispatch_cuda_dtype(x.scalar_type(), [&](auto t) {
-    dispatch_relu(relu, [&](auto r) { launch_backward_sums<decltype(r)::value, decltype(t)>(p, stream); });
-  });
-  return sums;
+cudaError_t launch_cbn_channel_stats(const CbnParams& p, DType dtype, double* workspace, int sm_count,
+                                     cudaStream_t stream) {
+  if (p.N * p.M <= 0 || p.C <= 0 || sm_count <= 0 || workspace == nullptr) return cudaErrorInvalidValue;
+  return dispatch_cuda_dtype(dtype,
+                             [&](auto t) { return launch_channel_stats<decltype(t)>(p, workspace, sm_count, stream); });
 }
 
-at::Tensor cbn_backward_dx_cuda(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
-                                const at::Tensor& rstd, const at::Tensor& gain, const at::Tensor& bias, bool relu,
-                                const at::Tensor& c1, const at::Tensor& c2, const c10::optional<at::Tensor>& out) {
-  CbnParams p = cuda_params(x, dy, mean, rstd, gain, bias, c1, c2, relu);
-  const c10::cuda::CUDAGuard device_guard(x.device());
-  at::Tensor dx = output_like(x, out);
-  p.out = dx.data_ptr();
-  if (x.numel() == 0) return dx;
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  dispatch_cuda_dtype(x.scalar_type(), [&](auto t) {
-    dispatch_relu(relu, [&](auto r) { launch_backward_dx<decltype(r)::value, decltype(t)>(p, stream); });
+cudaError_t launch_cbn_forward_apply(const CbnParams& p, DType dtype, int sm_count, cudaStream_t stream) {
+  if (p.N * p.C * p.M <= 0 || sm_count <= 0) return cudaErrorInvalidValue;
+  return dispatch_cuda_dtype(dtype, [&](auto t) {
+    return dispatch_relu(p.relu, [&](auto r) {
+      return launch_forward_apply<decltype(r)::value, decltype(t)>(p, sm_count, stream);
+    });
   });
-  return dx;
+}
+
+cudaError_t launch_cbn_backward_sums(const CbnParams& p, DType dtype, cudaStream_t stream) {
+  if (p.N * p.C * p.M <= 0) return cudaErrorInvalidValue;
+  return dispatch_cuda_dtype(dtype, [&](auto t) {
+    return dispatch_relu(p.relu,
+                         [&](auto r) { return launch_backward_sums<decltype(r)::value, decltype(t)>(p, stream); });
+  });
+}
+
+cudaError_t launch_cbn_backward_dx(const CbnParams& p, DType dtype, int sm_count, cudaStream_t stream) {
+  if (p.N * p.C * p.M <= 0 || sm_count <= 0) return cudaErrorInvalidValue;
+  return dispatch_cuda_dtype(dtype, [&](auto t) {
+    return dispatch_relu(p.relu, [&](auto r) {
+      return launch_backward_dx<decltype(r)::value, decltype(t)>(p, sm_count, stream);
+    });
+  });
 }
 
 }  // namespace ganfast

@@ -1,5 +1,5 @@
 // modulated_conv2d's epilogue and demodulation coefficients on CUDA: the same contracts as the CPU
-// kernels (see modulated_conv2d.h), per-element math from modulated_conv2d.h / bias_act_math.h.
+// kernels (see modulated_conv2d.h), per-element math from modulated_conv2d_math.h / bias_act_math.h.
 //
 // Forward: an elementwise grid-stride walk over a (contiguous [N, C, M]). When M is a multiple of
 // the 16-byte vector (4 floats, 8 halves, 2 doubles) and a and out are 16-byte aligned, each
@@ -21,17 +21,21 @@
 // kernel taps into shared memory per input channel (in chunks of kDemodChunk input channels), then
 // warp w takes samples n = w, w + 8, ...: the dot product of styles[n]^2 with those sums (lanes
 // over input channels, a xor butterfly), added up chunk by chunk in dcoef[n, o], then rsqrt.
-#include "modulated_conv2d/modulated_conv2d.h"
-
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
+//
+// This file holds the kernels and their launch functions only (no torch headers, see
+// common/cuda_launch.h); modulated_conv2d_cuda_host.cpp checks the arguments, allocates the
+// outputs and the backward's workspace (sized by modulated_conv2d_backward_grid below) and passes
+// the device's SM count and threads per SM.
+#include "modulated_conv2d/modulated_conv2d_cuda_launch.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <limits>
 
-#include "common/checks.h"
+#include "common/bias_act_math.h"
 #include "common/fast_divmod.h"
+#include "common/host_device.h"
+#include "modulated_conv2d/modulated_conv2d_math.h"
 
 namespace ganfast {
 namespace {
@@ -312,11 +316,28 @@ modconv_demod_kernel(const T* __restrict__ weight, const A* __restrict__ styles,
   }
 }
 
-// ---- host side ----
+// ---- launch side ----
 
-unsigned resident_blocks() {
-  const auto* props = at::cuda::getCurrentDeviceProperties();
-  return unsigned(props->multiProcessorCount) * unsigned(props->maxThreadsPerMultiProcessor / kThreads);
+unsigned resident_blocks(ModconvDevice dev) {
+  return unsigned(dev.sm_count) * unsigned(dev.max_threads_per_sm / kThreads);
+}
+
+bool valid_device(ModconvDevice dev) { return dev.sm_count > 0 && dev.max_threads_per_sm >= kThreads; }
+
+// vector_size<T>() of a dtype (0: none the kernels take).
+int vector_elems(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32: return vector_size<float>();
+    case DType::kFloat16: return vector_size<c10::Half>();
+    case DType::kBFloat16: return vector_size<c10::BFloat16>();
+    case DType::kFloat64: return vector_size<double>();
+  }
+  return 0;
+}
+
+// EpilogueArgs::vectorized for vectors of V elements.
+bool vectorizable(const ModconvEpilogueParams& p, int V) {
+  return p.M % V == 0 && is_aligned16(p.a) && is_aligned16(p.out) && (p.g == nullptr || is_aligned16(p.g));
 }
 
 template <typename T>
@@ -344,7 +365,7 @@ EpilogueArgs<T> make_args(const ModconvEpilogueParams& p) {
   e.alpha = static_cast<A>(p.alpha);
   e.gain = static_cast<A>(p.gain);
   e.clamp = static_cast<A>(p.clamp);
-  e.vectorized = p.M % V == 0 && is_aligned16(p.a) && is_aligned16(p.out) && (p.g == nullptr || is_aligned16(p.g));
+  e.vectorized = vectorizable(p, V);
   const auto keeps_alignment = [](int64_t stride) { return (stride * int64_t(sizeof(T))) % kVectorBytes == 0; };
   if (p.noise == nullptr) e.noise_mode = kNoNoise;
   else if (!p.noise_flat) e.noise_mode = kStrided;
@@ -354,107 +375,100 @@ EpilogueArgs<T> make_args(const ModconvEpilogueParams& p) {
   return e;
 }
 
-template <Act ACT, typename T>
-void launch_forward(const ModconvEpilogueParams& p, cudaStream_t stream) {
-  const EpilogueArgs<T> e = make_args<T>(p);
-  const uint64_t items = e.vectorized ? e.numel / vector_size<T>() : e.numel;
-  const uint64_t per_block = uint64_t(kThreads) * kUnroll;
-  const unsigned blocks = unsigned(std::min<uint64_t>((items + per_block - 1) / per_block, resident_blocks()));
-  modconv_epilogue_forward_kernel<ACT, T><<<blocks, kThreads, 0, stream>>>(e);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+// The backward's grid for NC planes of M pixels, `elems` (V or 1) per access.
+struct BackwardPlan {
+  int tpp_shift;
+  int64_t groups, chunk_px, splits;
+};
+BackwardPlan backward_plan(int64_t NC, int64_t M, int64_t elems, ModconvDevice dev) {
+  // Threads per plane: about kUnroll vectors each per step, between a warp and the block.
+  const int64_t per_thread = elems * kUnroll;
+  int tpp_shift = 5;
+  while (tpp_shift < 8 && (int64_t(1) << tpp_shift) * per_thread < M) ++tpp_shift;
+  const int64_t slots = kThreads >> tpp_shift;
+  const int64_t groups = (NC + slots - 1) / slots;
+  const int64_t step_px = (int64_t(1) << tpp_shift) * per_thread;
+  const int64_t steps = (M + step_px - 1) / step_px;
+  // Enough blocks for two waves of the GPU, each plane cut into chunks of whole steps.
+  const int64_t target = 2 * int64_t(resident_blocks(dev));
+  const int64_t want = std::min(steps, std::max<int64_t>(1, (target + groups - 1) / groups));
+  const int64_t chunk_px = ((steps + want - 1) / want) * step_px;
+  return {tpp_shift, groups, chunk_px, (M + chunk_px - 1) / chunk_px};
 }
 
 template <Act ACT, typename T>
-void launch_backward(const ModconvEpilogueParams& p, const at::Tensor& a, cudaStream_t stream) {
+cudaError_t launch_forward(const ModconvEpilogueParams& p, ModconvDevice dev, cudaStream_t stream) {
+  const EpilogueArgs<T> e = make_args<T>(p);
+  const uint64_t items = e.vectorized ? e.numel / vector_size<T>() : e.numel;
+  const uint64_t per_block = uint64_t(kThreads) * kUnroll;
+  const unsigned blocks = unsigned(std::min<uint64_t>((items + per_block - 1) / per_block, resident_blocks(dev)));
+  modconv_epilogue_forward_kernel<ACT, T><<<blocks, kThreads, 0, stream>>>(e);
+  return cudaGetLastError();
+}
+
+template <Act ACT, typename T>
+cudaError_t launch_backward(const ModconvEpilogueParams& p, void* workspace, ModconvDevice dev, cudaStream_t stream) {
   using A = typename acc_type<T>::type;
   EpilogueArgs<T> e = make_args<T>(p);
-  // Threads per plane: about kUnroll vectors each per step, between a warp and the block.
-  const int64_t per_thread = int64_t(e.vectorized ? vector_size<T>() : 1) * kUnroll;
-  int tpp_shift = 5;
-  while (tpp_shift < 8 && (int64_t(1) << tpp_shift) * per_thread < int64_t(e.M)) ++tpp_shift;
-  const int64_t slots = kThreads >> tpp_shift;
-  const int64_t groups = (int64_t(e.NC) + slots - 1) / slots;
-  const int64_t step_px = (int64_t(1) << tpp_shift) * per_thread;
-  const int64_t steps = (int64_t(e.M) + step_px - 1) / step_px;
-  // Enough blocks for two waves of the GPU, each plane cut into chunks of whole steps.
-  const int64_t target = 2 * int64_t(resident_blocks());
-  const int64_t want = std::min(steps, std::max<int64_t>(1, (target + groups - 1) / groups));
-  e.tpp_shift = tpp_shift;
-  e.chunk_px = ((steps + want - 1) / want) * step_px;
-  e.splits = (int64_t(e.M) + e.chunk_px - 1) / e.chunk_px;
-  TORCH_CHECK(groups * e.splits <= std::numeric_limits<int>::max(),
-              "ganfast: modconv epilogue backward on CUDA: tensor too large for one launch (", groups * e.splits,
-              " blocks)");
-  at::Tensor ws;
+  const BackwardPlan b = backward_plan(int64_t(e.NC), int64_t(e.M), e.vectorized ? vector_size<T>() : 1, dev);
+  const int64_t groups = b.groups;
+  e.tpp_shift = b.tpp_shift;
+  e.chunk_px = b.chunk_px;
+  e.splits = b.splits;
+  if (groups * e.splits > std::numeric_limits<int>::max()) return cudaErrorInvalidValue;  // checked before
   if (e.splits > 1) {
-    ws = at::empty({int64_t(e.NC) * e.splits * 2}, a.options().dtype(modconv_acc_dtype(a.scalar_type())));
-    e.ws = ws.data_ptr<A>();
+    if (workspace == nullptr) return cudaErrorInvalidValue;
+    e.ws = static_cast<A*>(workspace);
   }
   modconv_epilogue_backward_kernel<ACT, T><<<unsigned(groups * e.splits), kThreads, 0, stream>>>(e);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
   if (e.splits > 1) {
     const unsigned blocks = unsigned((e.NC + kSumThreads - 1) / kSumThreads);
     modconv_sum_chunks_kernel<A><<<blocks, kSumThreads, 0, stream>>>(e.ws, e.sums, e.NC, e.splits);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return cudaGetLastError();
   }
+  return cudaSuccess;
 }
 
 }  // namespace
 
-at::Tensor modconv_epilogue_forward_cuda(const at::Tensor& a, const c10::optional<at::Tensor>& dcoef,
-                                         const c10::optional<at::Tensor>& noise,
-                                         const c10::optional<at::Tensor>& bias, int64_t act, double alpha,
-                                         double gain, double clamp, const c10::optional<at::Tensor>& out) {
-  GANFAST_CHECK_DEVICE(a, at::kCUDA, "a");
-  const c10::cuda::CUDAGuard device_guard(a.device());
-  ModconvEpilogueParams p = make_modconv_epilogue_params(a, c10::nullopt, dcoef, noise, bias, act, alpha, gain, clamp);
-  at::Tensor y = output_like(a, out);
-  p.out = y.data_ptr();
-  if (a.numel() == 0) return y;
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "modconv_epilogue_forward_cuda", [&] {
-    dispatch_act(p.act, [&](auto act_c) { launch_forward<decltype(act_c)::value, scalar_t>(p, stream); });
-  });
-  return y;
+ModconvBackwardGrid modulated_conv2d_backward_grid(const ModconvEpilogueParams& p, DType dtype, ModconvDevice dev) {
+  const int V = vector_elems(dtype);
+  if (V == 0 || p.N * p.C * p.M <= 0 || !valid_device(dev)) return {0, 1};
+  const BackwardPlan b = backward_plan(p.N * p.C, p.M, vectorizable(p, V) ? V : 1, dev);
+  return {b.groups * b.splits, b.splits};
 }
 
-std::vector<at::Tensor> modconv_epilogue_backward_cuda(
-    const at::Tensor& g, const at::Tensor& a, const c10::optional<at::Tensor>& dcoef,
-    const c10::optional<at::Tensor>& noise, const c10::optional<at::Tensor>& bias, int64_t act, double alpha,
-    double gain, double clamp, const c10::optional<at::Tensor>& out) {
-  GANFAST_CHECK_DEVICE(a, at::kCUDA, "a");
-  const c10::cuda::CUDAGuard device_guard(a.device());
-  ModconvEpilogueParams p = make_modconv_epilogue_params(a, g, dcoef, noise, bias, act, alpha, gain, clamp);
-  at::Tensor da = output_like(a, out);
-  at::Tensor sums = at::empty({p.N, p.C, 2}, a.options().dtype(modconv_acc_dtype(a.scalar_type())));
-  p.out = da.data_ptr();
-  p.sums = sums.data_ptr();
-  if (a.numel() == 0) return {da, sums.zero_()};
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "modconv_epilogue_backward_cuda", [&] {
-    dispatch_act(p.act, [&](auto act_c) { launch_backward<decltype(act_c)::value, scalar_t>(p, a, stream); });
-  });
-  return {da, sums};
+cudaError_t launch_modconv_epilogue_forward(const ModconvEpilogueParams& p, DType dtype, ModconvDevice dev,
+                                            cudaStream_t stream) {
+  if (p.N * p.C * p.M <= 0 || !valid_device(dev)) return cudaErrorInvalidValue;
+  cudaError_t err = cudaErrorInvalidValue;  // stays for an unknown act (checked before)
+  GANFAST_DISPATCH_DTYPE(dtype, scalar_t, dispatch_act(p.act, [&](auto act_c) {
+    err = launch_forward<decltype(act_c)::value, scalar_t>(p, dev, stream);
+  }));
+  return err;
 }
 
-at::Tensor modconv_demod_cuda(const at::Tensor& weight, const at::Tensor& styles) {
-  GANFAST_CHECK_DEVICE(weight, at::kCUDA, "weight");
-  const c10::cuda::CUDAGuard device_guard(weight.device());
-  at::Tensor styles_acc;
-  ModconvDemodParams p = make_modconv_demod_params(weight, styles, &styles_acc);
-  at::Tensor dcoef = at::empty({p.N, p.Cout}, styles_acc.options());
-  if (dcoef.numel() == 0) return dcoef;
-  TORCH_CHECK(p.Cout <= std::numeric_limits<int>::max(), "ganfast: modconv demod on CUDA: Cout ", p.Cout,
-              " is more than one launch's blocks");
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, weight.scalar_type(), "modconv_demod_cuda", [&] {
+cudaError_t launch_modconv_epilogue_backward(const ModconvEpilogueParams& p, DType dtype, void* workspace,
+                                             ModconvDevice dev, cudaStream_t stream) {
+  if (p.N * p.C * p.M <= 0 || !valid_device(dev)) return cudaErrorInvalidValue;
+  cudaError_t err = cudaErrorInvalidValue;  // stays for an unknown act (checked before)
+  GANFAST_DISPATCH_DTYPE(dtype, scalar_t, dispatch_act(p.act, [&](auto act_c) {
+    err = launch_backward<decltype(act_c)::value, scalar_t>(p, workspace, dev, stream);
+  }));
+  return err;
+}
+
+cudaError_t launch_modconv_demod(const ModconvDemodParams& p, DType dtype, cudaStream_t stream) {
+  if (p.N * p.Cout <= 0 || p.Cout > std::numeric_limits<int>::max()) return cudaErrorInvalidValue;
+  GANFAST_DISPATCH_DTYPE(dtype, scalar_t, {
     using A = typename acc_type<scalar_t>::type;
     modconv_demod_kernel<scalar_t><<<unsigned(p.Cout), kThreads, 0, stream>>>(
-        static_cast<const scalar_t*>(p.weight), static_cast<const A*>(p.styles), dcoef.data_ptr<A>(), p.N, p.Cout,
+        static_cast<const scalar_t*>(p.weight), static_cast<const A*>(p.styles), static_cast<A*>(p.dcoef), p.N, p.Cout,
         p.Cin, p.K);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return dcoef;
+  return cudaGetLastError();
 }
 
 }  // namespace ganfast

@@ -16,17 +16,9 @@
 #include <torch/extension.h>
 
 #include "common/host_device.h"
+#include "spectral_norm/spectral_norm_params.h"  // SpectralNormParams
 
 namespace ganfast {
-
-struct SpectralNormParams {
-  const void* w;  // [O, K] contiguous, W's dtype
-  const void* x;  // u [k, O] (matvec_t) or v [k, K] (matvec_gram), contiguous, A
-  void* t;        // [k, O] contiguous, A (matvec_gram), else nullptr
-  void* s;        // [k, K] contiguous, A; nullptr for matvec_gram without gram
-  int64_t O, K;
-  int64_t k;
-};
 
 // First index of part p when n items are split into `parts` near-equal contiguous ranges, each
 // boundary rounded down to a multiple of `align` (part p is [part_begin(p), part_begin(p + 1))).

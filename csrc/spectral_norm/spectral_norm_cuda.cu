@@ -13,11 +13,12 @@
 // matvec_t is phase 2 with u as the coefficients, over a grid of column tiles (kThreads * N
 // columns) by row groups (sized to about four blocks per SM) by groups of kMaxJ directions; row
 // groups' partials are added the same way (none when there is one group).
-#include "spectral_norm/spectral_norm.h"
+//
+// This file holds the kernels and their launch functions only (no torch headers, see
+// common/cuda_launch.h); spectral_norm_cuda_host.cpp checks the arguments, allocates the outputs
+// and the partials buffer (sized by spectral_norm_*_partials below) and passes the SM count.
+#include "spectral_norm/spectral_norm_cuda_launch.h"
 
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -25,8 +26,6 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
-
-#include "common/checks.h"
 
 namespace ganfast {
 namespace {
@@ -59,7 +58,7 @@ __device__ __forceinline__ void load_w(const T* __restrict__ p, float (&f)[N]) {
     const uint32_t words[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      if constexpr (std::is_same<T, at::BFloat16>::value) {  // bf16: a float's upper half
+      if constexpr (std::is_same<T, c10::BFloat16>::value) {  // bf16: a float's upper half
         f[2 * i] = __uint_as_float(words[i] << 16);
         f[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
       } else {
@@ -208,11 +207,9 @@ sum_partials_kernel(const float* __restrict__ partial, float* __restrict__ s, in
   }
 }
 
-// ---- host side ----
+// ---- launch side ----
 
 int64_t ceil_div64(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-int sm_count() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
 
 // 16-byte loads: every row and every vector of v / s starts 16-byte aligned.
 bool can_vectorize(const SpectralNormParams& p) {
@@ -220,108 +217,136 @@ bool can_vectorize(const SpectralNormParams& p) {
   return p.K % 8 == 0 && aligned(p.w) && aligned(p.x) && aligned(p.s);
 }
 
-void launch_sum_partials(const float* partial, float* s, int64_t parts, int64_t n, cudaStream_t stream) {
-  const int64_t blocks = std::min<int64_t>(ceil_div64(n, kThreads), int64_t(8) * sm_count());
-  sum_partials_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(partial, s, parts, n);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+// Columns per thread of W's dtype: 16 bytes when vectorized.
+int64_t columns_per_thread(const SpectralNormParams& p, DType dtype) {
+  if (!can_vectorize(p)) return 1;
+  return dtype == DType::kFloat32 ? 4 : 8;
 }
 
-template <typename T, int N>
-void launch_gram(const SpectralNormParams& p, const at::Tensor& w, cudaStream_t stream) {
-  const int64_t rows = std::clamp<int64_t>(ceil_div64(p.O, int64_t(kBlocksPerSm) * sm_count()), kMinBlockRows,
+// matvec_gram's rows per block and blocks.
+struct GramGrid {
+  int64_t rows, blocks;
+};
+GramGrid gram_grid(const SpectralNormParams& p, int sm_count) {
+  const int64_t rows = std::clamp<int64_t>(ceil_div64(p.O, int64_t(kBlocksPerSm) * sm_count), kMinBlockRows,
                                            kMaxBlockRows);
-  const int64_t blocks = ceil_div64(p.O, rows);
-  auto* s = static_cast<float*>(p.s);
-  at::Tensor partials;
-  float* partial = s;
-  if (s != nullptr && blocks > 1) {
-    partials = at::empty({blocks, p.k, p.K}, w.options().dtype(at::kFloat));
-    partial = partials.data_ptr<float>();
-  }
-  matvec_gram_kernel<T, N><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-      static_cast<const T*>(p.w), static_cast<const float*>(p.x), static_cast<float*>(p.t), partial, p.O, p.K,
-      static_cast<int>(p.k), static_cast<int>(rows));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  if (s != nullptr && blocks > 1) launch_sum_partials(partial, s, blocks, p.k * p.K, stream);
+  return {rows, ceil_div64(p.O, rows)};
 }
 
-template <typename T, int N>
-void launch_t(const SpectralNormParams& p, const at::Tensor& w, cudaStream_t stream) {
+// matvec_t's column tiles, row groups and rows per group (N columns per thread).
+struct TGrid {
+  int64_t tiles, groups, rows;
+};
+TGrid t_grid(const SpectralNormParams& p, int64_t N, int sm_count) {
   const int64_t tiles = ceil_div64(p.K, int64_t(kThreads) * N);
-  int64_t groups = std::min({ceil_div64(int64_t(kTBlocksPerSm) * sm_count(), tiles), ceil_div64(p.O, kMinGroupRows),
+  int64_t groups = std::min({ceil_div64(int64_t(kTBlocksPerSm) * sm_count, tiles), ceil_div64(p.O, kMinGroupRows),
                              int64_t(kMaxGridYZ)});
   groups = std::max<int64_t>(groups, 1);
   const int64_t rows = ceil_div64(p.O, groups);
   groups = ceil_div64(p.O, rows);
+  return {tiles, groups, rows};
+}
+
+cudaError_t launch_sum_partials(const float* partial, float* s, int64_t parts, int64_t n, int sm_count,
+                                cudaStream_t stream) {
+  const int64_t blocks = std::min<int64_t>(ceil_div64(n, kThreads), int64_t(8) * sm_count);
+  sum_partials_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(partial, s, parts, n);
+  return cudaGetLastError();
+}
+
+template <typename T, int N>
+cudaError_t launch_gram(const SpectralNormParams& p, float* partials, int sm_count, cudaStream_t stream) {
+  const GramGrid g = gram_grid(p, sm_count);
   auto* s = static_cast<float*>(p.s);
-  at::Tensor partials;
   float* partial = s;
-  if (groups > 1) {
-    partials = at::empty({groups, p.k, p.K}, w.options().dtype(at::kFloat));
-    partial = partials.data_ptr<float>();
-  }
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(groups),
+  if (s != nullptr && g.blocks > 1) partial = partials;
+  matvec_gram_kernel<T, N><<<static_cast<unsigned>(g.blocks), kThreads, 0, stream>>>(
+      static_cast<const T*>(p.w), static_cast<const float*>(p.x), static_cast<float*>(p.t), partial, p.O, p.K,
+      static_cast<int>(p.k), static_cast<int>(g.rows));
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  if (s != nullptr && g.blocks > 1) return launch_sum_partials(partial, s, g.blocks, p.k * p.K, sm_count, stream);
+  return cudaSuccess;
+}
+
+template <typename T, int N>
+cudaError_t launch_t(const SpectralNormParams& p, float* partials, int sm_count, cudaStream_t stream) {
+  const TGrid g = t_grid(p, N, sm_count);
+  auto* s = static_cast<float*>(p.s);
+  float* partial = s;
+  if (g.groups > 1) partial = partials;
+  const dim3 grid(static_cast<unsigned>(g.tiles), static_cast<unsigned>(g.groups),
                   static_cast<unsigned>(ceil_div64(p.k, kMaxJ)));
   matvec_t_kernel<T, N><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(p.w), static_cast<const float*>(p.x),
                                                        partial, p.O, p.K, static_cast<int>(p.k),
-                                                       static_cast<int>(rows));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  if (groups > 1) launch_sum_partials(partial, s, groups, p.k * p.K, stream);
+                                                       static_cast<int>(g.rows));
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  if (g.groups > 1) return launch_sum_partials(partial, s, g.groups, p.k * p.K, sm_count, stream);
+  return cudaSuccess;
 }
 
 template <template <typename, int> class Launch>
-void dispatch(const SpectralNormParams& p, const at::Tensor& w, const char* op) {
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+cudaError_t dispatch(const SpectralNormParams& p, DType dtype, float* partials, int sm_count, cudaStream_t stream) {
   const bool vec = can_vectorize(p);
-  switch (w.scalar_type()) {
-    case at::kFloat: vec ? Launch<float, 4>::run(p, w, stream) : Launch<float, 1>::run(p, w, stream); break;
-    case at::kHalf: vec ? Launch<at::Half, 8>::run(p, w, stream) : Launch<at::Half, 1>::run(p, w, stream); break;
-    case at::kBFloat16:
-      vec ? Launch<at::BFloat16, 8>::run(p, w, stream) : Launch<at::BFloat16, 1>::run(p, w, stream);
-      break;
-    default: TORCH_CHECK(false, "ganfast: ", op, " w has an unsupported dtype ", w.scalar_type());  // checked before
+  switch (dtype) {
+    case DType::kFloat32:
+      return vec ? Launch<float, 4>::run(p, partials, sm_count, stream)
+                 : Launch<float, 1>::run(p, partials, sm_count, stream);
+    case DType::kFloat16:
+      return vec ? Launch<c10::Half, 8>::run(p, partials, sm_count, stream)
+                 : Launch<c10::Half, 1>::run(p, partials, sm_count, stream);
+    case DType::kBFloat16:
+      return vec ? Launch<c10::BFloat16, 8>::run(p, partials, sm_count, stream)
+                 : Launch<c10::BFloat16, 1>::run(p, partials, sm_count, stream);
+    default: return cudaErrorInvalidValue;  // no fp64 on cuda (checked before)
   }
 }
 template <typename T, int N> struct GramLaunch {
-  static void run(const SpectralNormParams& p, const at::Tensor& w, cudaStream_t st) { launch_gram<T, N>(p, w, st); }
+  static cudaError_t run(const SpectralNormParams& p, float* partials, int sm_count, cudaStream_t st) {
+    return launch_gram<T, N>(p, partials, sm_count, st);
+  }
 };
 template <typename T, int N> struct TLaunch {
-  static void run(const SpectralNormParams& p, const at::Tensor& w, cudaStream_t st) { launch_t<T, N>(p, w, st); }
+  static cudaError_t run(const SpectralNormParams& p, float* partials, int sm_count, cudaStream_t st) {
+    return launch_t<T, N>(p, partials, sm_count, st);
+  }
 };
 
-void check_sizes(const SpectralNormParams& p, const char* op) {
-  TORCH_CHECK(p.O <= std::numeric_limits<int>::max() && p.k <= int64_t(kMaxGridYZ) * kMaxJ, "ganfast: ", op,
-              " on cuda needs O below 2^31 and k at most ", int64_t(kMaxGridYZ) * kMaxJ, ", got O = ", p.O, ", k = ", p.k);
+static_assert(kSpectralNormCudaMaxK == int64_t(kMaxGridYZ) * kMaxJ, "spectral_norm_cuda_launch.h's limit");
+
+// The sizes the kernels take (the host file checks them first, with a message).
+bool valid(const SpectralNormParams& p, int sm_count) {
+  return p.O > 0 && p.K > 0 && p.O <= std::numeric_limits<int>::max() && p.k >= 1 &&
+         p.k <= kSpectralNormCudaMaxK && sm_count > 0;
 }
 
 }  // namespace
 
-at::Tensor sn_matvec_t_cuda(const at::Tensor& w, const at::Tensor& u, const c10::optional<at::Tensor>& out) {
-  GANFAST_CHECK_DEVICE(w, at::kCUDA, "sn_matvec_t w");
-  const c10::cuda::CUDAGuard device_guard(w.device());
-  at::Tensor s;
-  const SpectralNormParams p = make_matvec_t_params(w, u, out, /*allow_double=*/false, &s);
-  if (p.O == 0 || p.K == 0) return s.zero_();
-  check_sizes(p, "sn_matvec_t");
-  dispatch<TLaunch>(p, w, "sn_matvec_t");
-  return s;
+int64_t spectral_norm_gram_partials(const SpectralNormParams& p, int sm_count) {
+  if (!valid(p, sm_count) || p.s == nullptr) return 0;
+  const int64_t blocks = gram_grid(p, sm_count).blocks;
+  return blocks > 1 ? blocks : 0;
 }
 
-std::tuple<at::Tensor, c10::optional<at::Tensor>> sn_matvec_gram_cuda(const at::Tensor& w, const at::Tensor& v, bool gram,
-                                                                      const c10::optional<at::Tensor>& t_out,
-                                                                      const c10::optional<at::Tensor>& s_out) {
-  GANFAST_CHECK_DEVICE(w, at::kCUDA, "sn_matvec_gram w");
-  const c10::cuda::CUDAGuard device_guard(w.device());
-  at::Tensor t, s;
-  const SpectralNormParams p = make_matvec_gram_params(w, v, gram, t_out, s_out, /*allow_double=*/false, &t, &s);
-  if (p.O == 0 || p.K == 0) {
-    t.zero_();
-    if (gram) s.zero_();
-  } else {
-    check_sizes(p, "sn_matvec_gram");
-    dispatch<GramLaunch>(p, w, "sn_matvec_gram");
-  }
-  return {t, gram ? c10::optional<at::Tensor>(s) : c10::nullopt};
+int64_t spectral_norm_t_partials(const SpectralNormParams& p, DType dtype, int sm_count) {
+  if (!valid(p, sm_count)) return 0;
+  const int64_t groups = t_grid(p, columns_per_thread(p, dtype), sm_count).groups;
+  return groups > 1 ? groups : 0;
+}
+
+cudaError_t launch_spectral_norm_matvec_gram(const SpectralNormParams& p, DType dtype, float* partials, int sm_count,
+                                             cudaStream_t stream) {
+  if (!valid(p, sm_count)) return cudaErrorInvalidValue;
+  if (spectral_norm_gram_partials(p, sm_count) > 0 && partials == nullptr) return cudaErrorInvalidValue;
+  return dispatch<GramLaunch>(p, dtype, partials, sm_count, stream);
+}
+
+cudaError_t launch_spectral_norm_matvec_t(const SpectralNormParams& p, DType dtype, float* partials, int sm_count,
+                                          cudaStream_t stream) {
+  if (!valid(p, sm_count)) return cudaErrorInvalidValue;
+  if (spectral_norm_t_partials(p, dtype, sm_count) > 0 && partials == nullptr) return cudaErrorInvalidValue;
+  return dispatch<TLaunch>(p, dtype, partials, sm_count, stream);
 }
 
 }  // namespace ganfast

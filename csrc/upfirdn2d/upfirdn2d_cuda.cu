@@ -15,16 +15,14 @@
 // Direct kernel (the fallback): one thread per output, reading x and f from global memory. For
 // tiles that do not fit the shared-memory budget (large filters or factors), and tiles that would
 // stage far more input than their outputs read (down much larger than the filter).
-#include "upfirdn2d/upfirdn2d.h"
-
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
+//
+// This file holds the kernels and their launch function only (no torch header: see
+// common/cuda_launch.h); argument checks and allocation are in upfirdn2d_cuda_host.cpp.
+#include "upfirdn2d/upfirdn2d_cuda_launch.h"
 
 #include <algorithm>
 #include <limits>
 
-#include "common/checks.h"
 #include "common/fast_divmod.h"
 
 namespace ganfast {
@@ -216,52 +214,47 @@ Args<T> make_args(const Upfirdn2dParams& p, const TilePlan& t) {
 template <typename T, int UP, int DOWN>
 void launch_tiled(const Args<T>& a, const TilePlan& t, cudaStream_t stream) {
   upfirdn2d_tile_kernel<T, UP, DOWN><<<static_cast<unsigned>(t.blocks), kThreads, t.smem, stream>>>(a);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename T>
-void launch_upfirdn2d(const Upfirdn2dParams& p, cudaStream_t stream) {
+cudaError_t launch_upfirdn2d_typed(const Upfirdn2dParams& p, cudaStream_t stream) {
   using A = typename acc_type<T>::type;
   const TilePlan t = plan_tiles<A>(p);
   const Args<T> a = make_args<T>(p, t);
   if (!t.tiled) {
     const uint64_t total = uint64_t(p.planes) * p.out_h * p.out_w;
-    const auto* props = at::cuda::getCurrentDeviceProperties();
+    int device = 0, sms = 0, threads_per_sm = 0;
+    cudaError_t err = cudaGetDevice(&device);
+    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    if (err == cudaSuccess)
+      err = cudaDeviceGetAttribute(&threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device);
+    if (err != cudaSuccess) return err;
     // Enough blocks to fill the GPU a few times over; the grid-stride loop covers the rest.
-    const uint64_t resident = uint64_t(props->multiProcessorCount) * (props->maxThreadsPerMultiProcessor / kThreads);
+    const uint64_t resident = uint64_t(sms) * (threads_per_sm / kThreads);
     const unsigned blocks = static_cast<unsigned>(std::min((total + kThreads - 1) / kThreads, 4 * resident));
     upfirdn2d_direct_kernel<T><<<blocks, kThreads, 0, stream>>>(a, FastDivmod(uint64_t(p.out_w)),
                                                                 FastDivmod(uint64_t(p.out_h)), total);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    return;
+    return cudaGetLastError();
   }
   const bool same = p.upx == p.upy && p.downx == p.downy;
   if (same && p.upx == 1 && p.downx == 1) launch_tiled<T, 1, 1>(a, t, stream);
   else if (same && p.upx == 2 && p.downx == 1) launch_tiled<T, 2, 1>(a, t, stream);
   else if (same && p.upx == 1 && p.downx == 2) launch_tiled<T, 1, 2>(a, t, stream);
   else launch_tiled<T, 0, 0>(a, t, stream);
+  return cudaGetLastError();
 }
 
 }  // namespace
 
-at::Tensor upfirdn2d_cuda(const at::Tensor& x, const at::Tensor& f, int64_t upx, int64_t upy, int64_t downx,
-                          int64_t downy, int64_t px0, int64_t px1, int64_t py0, int64_t py1, bool flip_filter,
-                          double gain, const c10::optional<at::Tensor>& out) {
-  GANFAST_CHECK_DEVICE(x, at::kCUDA, "upfirdn2d x");
-  Upfirdn2dParams p = make_upfirdn2d_params(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain,
-                                            /*allow_double=*/false);
-  const c10::cuda::CUDAGuard device_guard(x.device());
-  at::Tensor y = upfirdn2d_output(x, p, out);
-  p.out = y.data_ptr();
-  if (p.planes == 0) return y;
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  switch (x.scalar_type()) {
-    case at::kFloat: launch_upfirdn2d<float>(p, stream); break;
-    case at::kHalf: launch_upfirdn2d<at::Half>(p, stream); break;
-    case at::kBFloat16: launch_upfirdn2d<at::BFloat16>(p, stream); break;
-    default: TORCH_CHECK(false, "ganfast: upfirdn2d x has an unsupported dtype ", x.scalar_type());  // checked above
+cudaError_t launch_upfirdn2d(const Upfirdn2dParams& p, DType dtype, cudaStream_t stream) {
+  // Checked by the host file already; FastDivmod needs divisors >= 1.
+  if (p.planes <= 0 || p.out_h < 1 || p.out_w < 1) return cudaErrorInvalidValue;
+  switch (dtype) {
+    case DType::kFloat32: return launch_upfirdn2d_typed<float>(p, stream);
+    case DType::kFloat16: return launch_upfirdn2d_typed<c10::Half>(p, stream);
+    case DType::kBFloat16: return launch_upfirdn2d_typed<c10::BFloat16>(p, stream);
+    default: return cudaErrorInvalidValue;  // no float64 on CUDA (make_upfirdn2d_params checks it)
   }
-  return y;
 }
 
 }  // namespace ganfast

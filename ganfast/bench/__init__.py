@@ -22,6 +22,7 @@ SPECS = {
     "spectral_norm": "ganfast.bench.spectral_norm",
     "power_iteration": "ganfast.bench.power_iteration",
     "conditional_batch_norm": "ganfast.bench.conditional_batch_norm",
+    "self_attention": "ganfast.bench.self_attention",
 }
 
 

@@ -167,6 +167,7 @@ def run_case(spec: BenchSpec, case: BenchCase, *, device: torch.device, dtype: t
     rows = []
     for mode in modes:
         nbytes = spec.bytes_moved(case, mode, dtype)
+        nflops = spec.flops(case, mode) if spec.flops is not None else None
         mode_rows = []
         for name, make_fn in candidates:
             row = {
@@ -179,6 +180,8 @@ def run_case(spec: BenchSpec, case: BenchCase, *, device: torch.device, dtype: t
             row["bytes_moved"] = nbytes
             row["bytes_model"] = spec.bytes_model
             row["gbps"] = _sig(nbytes / (row["median_ms"] * 1e-3) / 1e9, 4) if ok and nbytes else None
+            row["flops"] = nflops
+            row["tflops"] = _sig(nflops / (row["median_ms"] * 1e-3) / 1e12, 4) if ok and nflops else None
             row["peak_mem_method"] = timing.PEAK_MEMORY_METHOD.get(device.type, timing.PEAK_MEMORY_METHOD["cpu"])
             row["load_avg"] = load_average()
             row["timestamp"] = _utc_now()

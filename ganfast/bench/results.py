@@ -16,6 +16,8 @@ ROW_FIELDS = (
     "median_ms", "p20_ms", "p80_ms", "repeats", "warmup",
     "gbps",            # bytes_moved / median
     "bytes_moved", "bytes_model",
+    "flops",           # the op's FLOP model for this mode, where the spec has one (matmul-heavy ops)
+    "tflops",          # flops / median
     "ratio_vs_eager",    # eager-reference median / this median (speedup; > 1 is faster)
     "ratio_vs_compile",  # compile-reference median / this median
     "compile_time_s",  # compile-reference only: its first call, a compile from scratch (caches off), untimed

@@ -47,6 +47,7 @@ class BenchSpec:
     default_shape_set: str
     default_batch: int = 4         # `ganfast bench` uses it when --batch is not given
     bytes_model: str = ""          # one line describing bytes_moved, recorded with each row
+    flops: Optional[Callable[[BenchCase, str], Optional[int]]] = None  # (case, mode) -> FLOPs, where it matters
 
     def cases(self, shape_set: str, batch: int, quick: bool = False) -> list[BenchCase]:
         if shape_set not in self.shape_sets:
