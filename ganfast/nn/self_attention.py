@@ -32,7 +32,7 @@ class SelfAttention2d(nn.Module):
         self.backend = backend
         cq, cv = channels // qk_ratio, channels // v_ratio
         if sn:
-            conv = lambda i, o: SNConv2d(i, o, 1, bias=False, num_svs=num_svs, num_itrs=num_itrs, eps=eps)
+            conv = lambda i, o: SNConv2d(i, o, 1, bias=False, num_svs=num_svs, num_itrs=num_itrs, eps=eps, backend=backend)
         else:
             conv = lambda i, o: nn.Conv2d(i, o, 1, bias=False)
         self.theta, self.phi, self.g, self.o = conv(channels, cq), conv(channels, cq), conv(channels, cv), conv(cv, channels)

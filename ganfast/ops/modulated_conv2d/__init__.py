@@ -34,7 +34,7 @@ from ganfast.ops.modulated_conv2d.reference import (conv2d_resample_ref, demod_c
 from ganfast.ops.upfirdn2d import upfirdn2d
 from ganfast.ops.upfirdn2d.reference import IntPair, parse_padding
 
-__all__ = ["modulated_conv2d", "conv2d_resample_ref", "demod_coefficients", "fp16_prenormalize"]
+__all__ = ["modulated_conv2d", "conv2d_resample", "conv2d_resample_ref", "demod_coefficients", "fp16_prenormalize"]
 
 OP = "modulated_conv2d"
 backends.register_op(OP, backends.FUSED_OP_DTYPES, grad_orders={"cpu": None, "triton": None, "cuda": None})
@@ -355,6 +355,29 @@ def _modulated_conv2d_fused(x, weight, styles, noise, up, down, padding, resampl
 
 
 # ---- public API ----
+
+def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tensor] = None, up: int = 1, down: int = 1,
+                    padding: IntPair = 0, groups: int = 1, flip_weight: bool = True, flip_filter: bool = False,
+                    backend: Optional[str] = None) -> torch.Tensor:
+    """A plain (unmodulated) convolution with StyleGAN2's resampling: the layers of its
+    discriminator and mapping-free convolutions.
+
+    x [N, C, H, W], w [Cout, C / groups, kh, kw], f the resample filter (see setup_filter).
+    Upsample by `up` through f (gain up^2), pad (`padding` relative to the upsampled image),
+    convolve (flip_weight=True: correlation, as torch's conv2d), filter with f and keep every
+    down-th pixel. The convolution is torch's (oneDNN / cuDNN; up and down as a transposed or
+    strided convolution at the low resolution); the resampling is ganfast's upfirdn2d on
+    `backend` (None: automatic), so backend='reference' gives the plain-PyTorch spec.
+    Returns [N, Cout, H', W'] in x's dtype; differentiable to any order.
+    """
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
+        raise ValueError(f"conv2d_resample: x must be a floating [N, C, H, W] tensor, got {_shape(x)}")
+    if not isinstance(w, torch.Tensor) or w.ndim != 4 or w.shape[1] * groups != x.shape[1]:
+        raise ValueError(f"conv2d_resample: w must be [Cout, {x.shape[1] // max(groups, 1)}, kh, kw] "
+                         f"(C / groups from x), got {_shape(w)}")
+    return conv2d_resample_ref(x, w, f, up, down, padding, groups, flip_weight, flip_filter,
+                               upfirdn2d=functools.partial(upfirdn2d, backend=backend))
+
 
 def _shape(t) -> str:
     return str(list(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
