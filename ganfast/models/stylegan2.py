@@ -290,6 +290,8 @@ class StyleGAN2Discriminator(nn.Module):
                  resample_filter: Sequence[float] = (1, 3, 3, 1)):
         super().__init__()
         log2 = _check_resolution("StyleGAN2Discriminator", img_resolution)
+        if img_resolution < 8:
+            raise ValueError(f"StyleGAN2Discriminator: img_resolution must be >= 8 (one block), got {img_resolution}")
         if architecture not in ("resnet", "orig"):
             raise ValueError(f"StyleGAN2Discriminator: architecture must be 'resnet' or 'orig', got {architecture!r}")
         if not isinstance(c_dim, int) or c_dim < 0:
