@@ -160,12 +160,12 @@ void backward_planes(const AdainNoiseParams& p, const acc_t* nzbuf, int64_t nz_s
       const acc_t* __restrict nz = nzbuf ? nzbuf + n * nz_sN : nullptr;
       const acc_t nsv = ns ? ns[c] : acc_t(1), bv = b ? b[c] : acc_t(0);
       const acc_t mean = stats[2 * plane], rstd = stats[2 * plane + 1];
-      // Pass 1: sg = sum g, sgy = sum g * yhat; yhat and d1 = gain * f'(z) kept for pass 2.
-      double tg = 0, tgy = 0;
+      // Pass 1: sg = sum g, sgy = sum g * yhat, sh = sum yhat; yhat and d1 = gain * f'(z) kept.
+      double tg = 0, tgy = 0, th = 0;
       for (int64_t j0 = 0; j0 < M; j0 += kSubBlock) {
         const int64_t j1 = std::min(M, j0 + kSubBlock);
-        acc_t sg = 0, sgy = 0;
-#pragma omp simd reduction(+ : sg, sgy)
+        acc_t sg = 0, sgy = 0, sh = 0;
+#pragma omp simd reduction(+ : sg, sgy, sh)
         for (int64_t j = j0; j < j1; ++j) {
           const acc_t z = nz ? adain_z(S::load(xp[j]), nz[j], nsv, bv) : S::load(xp[j]) + bv;
           const acc_t h = (gain * ActFn<A, acc_t>::f(z, alpha) - mean) * rstd;
@@ -174,10 +174,19 @@ void backward_planes(const AdainNoiseParams& p, const acc_t* nzbuf, int64_t nz_s
           d1[j] = gain * ActFn<A, acc_t>::d1(z, alpha);
           sg += gv;
           sgy += gv * h;
+          sh += h;
         }
         tg += static_cast<double>(sg);
         tgy += static_cast<double>(sgy);
+        th += static_cast<double>(sh);
       }
+      // yhat has zero mean by definition, but the stored mean is rounded to acc_t: on a
+      // near-constant plane (rstd >> 1) that rounding shifts every yhat by the same amount, and
+      // the shift, times M and k, dominates sum dz (dbias) and sgy (dscale). Re-center on the
+      // plane's own mean of yhat.
+      const double mh_d = th / static_cast<double>(M);
+      tgy -= mh_d * tg;
+      for (int64_t j = 0; j < M; ++j) yhat[j] -= static_cast<acc_t>(mh_d);
       const double mg_d = tg / static_cast<double>(M), mgy_d = tgy / static_cast<double>(M);
       const acc_t k = rstd * s[plane];
       const acc_t mg = static_cast<acc_t>(mg_d), mgy = static_cast<acc_t>(mgy_d);
@@ -318,9 +327,9 @@ void backward_channels_last(const AdainNoiseParams& p, const acc_t* nzbuf, int64
   const acc_t alpha = static_cast<acc_t>(p.alpha), gain = static_cast<acc_t>(p.gain);
   at::parallel_for(0, p.N * blocks, 1, [&](int64_t begin, int64_t end) {
     acc_t nsv[kChannelBlock], bv[kChannelBlock], mean[kChannelBlock], rstd[kChannelBlock], k[kChannelBlock];
-    acc_t mg[kChannelBlock], mgy[kChannelBlock];
-    double mg_d[kChannelBlock], mgy_d[kChannelBlock], a1[kChannelBlock], a2[kChannelBlock];
-    double t1[kChannelBlock], t2[kChannelBlock];
+    acc_t mg[kChannelBlock], mgy[kChannelBlock], mh[kChannelBlock];
+    double mg_d[kChannelBlock], mgy_d[kChannelBlock], a1[kChannelBlock], a2[kChannelBlock], a3[kChannelBlock];
+    double t1[kChannelBlock], t2[kChannelBlock], t3[kChannelBlock];
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / blocks, c0 = (item % blocks) * kChannelBlock;
       const int64_t cb = std::min(kChannelBlock, C - c0);
@@ -335,12 +344,12 @@ void backward_channels_last(const AdainNoiseParams& p, const acc_t* nzbuf, int64
         mean[j] = stats[2 * plane];
         rstd[j] = stats[2 * plane + 1];
         k[j] = rstd[j] * s[plane];
-        t1[j] = t2[j] = 0;
+        t1[j] = t2[j] = t3[j] = 0;
       }
-      // Sweep 1: sg = sum g, sgy = sum g * yhat.
+      // Sweep 1: sg = sum g, sgy = sum g * yhat, sh = sum yhat (re-centering: see backward_planes).
       for (int64_t q0 = 0; q0 < M; q0 += kSubBlock) {
         const int64_t q1 = std::min(M, q0 + kSubBlock);
-        for (int64_t j = 0; j < cb; ++j) a1[j] = a2[j] = 0;
+        for (int64_t j = 0; j < cb; ++j) a1[j] = a2[j] = a3[j] = 0;
         for (int64_t q = q0; q < q1; ++q) {
           const acc_t nzq = nz ? nz[q] : acc_t(0);
           const raw_t* __restrict xr = xn + q * C;
@@ -352,15 +361,20 @@ void backward_channels_last(const AdainNoiseParams& p, const acc_t* nzbuf, int64
             const acc_t gv = S::load(gr[j]);
             a1[j] += static_cast<double>(gv);
             a2[j] += static_cast<double>(gv * h);
+            a3[j] += static_cast<double>(h);
           }
         }
         for (int64_t j = 0; j < cb; ++j) {
           t1[j] += a1[j];
           t2[j] += a2[j];
+          t3[j] += a3[j];
         }
       }
       for (int64_t j = 0; j < cb; ++j) {
         const int64_t plane = n * C + c0 + j;
+        const double mh_d = t3[j] / static_cast<double>(M);
+        mh[j] = static_cast<acc_t>(mh_d);
+        t2[j] -= mh_d * t1[j];
         dt[plane] = static_cast<acc_t>(t1[j]);
         ds[plane] = static_cast<acc_t>(t2[j]);
         mg_d[j] = t1[j] / static_cast<double>(M);
@@ -381,7 +395,7 @@ void backward_channels_last(const AdainNoiseParams& p, const acc_t* nzbuf, int64
 #pragma omp simd
           for (int64_t j = 0; j < cb; ++j) {
             const acc_t z = adain_z(S::load(xr[j]), nzq, nsv[j], bv[j]);
-            const acc_t h = (gain * ActFn<A, acc_t>::f(z, alpha) - mean[j]) * rstd[j];
+            const acc_t h = (gain * ActFn<A, acc_t>::f(z, alpha) - mean[j]) * rstd[j] - mh[j];
             const acc_t gv = S::load(gr[j]);
             dr[j] = S::store(adain_dz<A, acc_t>(z, gv, h, alpha, gain, k[j], mg[j], mgy[j]));
             // The plane sums in double, k applied after (see backward_planes).

@@ -11,7 +11,7 @@ import ganfast.models as gm
 from ganfast.models import stylegan2 as sg2
 from ganfast.models.stylegan import StyleGANGenerator
 from ganfast.models.stylegan2 import MappingNetwork, StyleGAN2Discriminator, StyleGAN2Generator
-from ganfast.testing.accuracy import assert_matches_oracle
+from ganfast.testing.accuracy import MODEL_GRAD_FACTOR, assert_matches_oracle
 
 # Exact counts of trainable parameters. stylegan2-1024 and stylegan-1024 equal the published
 # figures (NVlabs' config-f G 30,370,060 / D 29,012,513; StyleGAN paper: G 26.2M, D 23.1M).
@@ -81,15 +81,12 @@ def test_generator_fast_matches_reference_with_path_length_double_backward(gen):
     torch.manual_seed(2)
     cls = StyleGAN2Generator if gen == "stylegan2" else StyleGANGenerator
     G = cls(noise_mode="const", **SMALL)
-    for name, p in G.named_parameters():                  # nonzero noise strengths and biases
+    # nonzero noise strengths and biases. v1's constant stays ones: its 4x4 planes are constant but
+    # for the noise, an ill-conditioned instance norm (rstd ~ 1 / noise) that the fused backward
+    # must handle as well as the reference (it re-centers yhat; it did not before this test).
+    for name, p in G.named_parameters():
         if "noise_strength" in name or name.endswith("bias"):
             p.data.normal_(0, 0.3)
-        if name.endswith("const"):
-            # v1 initializes the constant to ones: each 4x4 plane is then constant but for the noise,
-            # and instance norm of a near-constant plane is ill-conditioned (rstd ~ 1 / noise). There
-            # the fused AdaIN backward's fp32 mean costs ~10x the reference's fp32 error in d(bias)
-            # (a known follow-up, see the issue notes); a trained constant is not constant.
-            p.data.normal_()
     fast, oracle = _pair(G)
     ref32 = _ref32(G)
     z = torch.randn(3, 16)
@@ -110,7 +107,8 @@ def test_generator_fast_matches_reference_with_path_length_double_backward(gen):
     assert grads_f.keys() == grads_o.keys()
     assert sum(bool(g.abs().max() > 0) for g in grads_o.values()) > 10
     for n in grads_f:
-        assert_matches_oracle(grads_f[n], grads_o[n], grads_r[n], name=f"path-length grad {n}")
+        assert_matches_oracle(grads_f[n], grads_o[n], grads_r[n], name=f"path-length grad {n}",
+                              factor=MODEL_GRAD_FACTOR)
 
 
 @pytest.mark.parametrize("arch", ["resnet", "orig"])
@@ -140,7 +138,7 @@ def test_discriminator_fast_matches_reference_with_r1_double_backward(arch, c_di
     assert_matches_oracle(gf, go, gr, name="dD/dimg")
     assert grads_f.keys() == grads_o.keys()
     for n in grads_f:
-        assert_matches_oracle(grads_f[n], grads_o[n], grads_r[n], name=f"R1 grad {n}")
+        assert_matches_oracle(grads_f[n], grads_o[n], grads_r[n], name=f"R1 grad {n}", factor=MODEL_GRAD_FACTOR)
 
 
 def test_truncation_moves_ws_toward_w_avg():

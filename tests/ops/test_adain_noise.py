@@ -170,6 +170,30 @@ def test_cpu_large_offset_plane_is_stable_in_float32():
 
 
 @needs_cpu_ext
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_cpu_near_constant_planes_gradients_in_float32(layout):
+    # Planes at 1 +- 0.01 (StyleGAN v1's ones constant plus weak noise): rstd ~ 100, and the fp32
+    # rounding of the stored mean shifts every yhat alike; without re-centering yhat in the
+    # backward that shift, times M * k, made d(bias) 140x the reference's own fp32 error.
+    torch.manual_seed(0)
+    x = 1 + 0.01 * torch.randn(3, 16, 4, 4, dtype=torch.float64)
+    s, t, b = torch.randn(3, 16, dtype=torch.float64), torch.randn(3, 16, dtype=torch.float64), 0.3 * torch.randn(16, dtype=torch.float64)
+    g = torch.randn_like(x)
+
+    def grads(backend, dtype):
+        xi = x.to(dtype)
+        if layout == "channels_last":
+            xi = xi.contiguous(memory_format=torch.channels_last)
+        xi, si, bi = xi.requires_grad_(), s.to(dtype).requires_grad_(), b.to(dtype).requires_grad_()
+        y = adain_noise(xi, si, t.to(dtype), bias=bi, act="lrelu", backend=backend)
+        return torch.autograd.grad((y * g.to(dtype)).sum(), [xi, si, bi])
+
+    oracle, same = grads("reference", torch.float64), grads("reference", torch.float32)
+    for got, o, r, name in zip(grads("cpu", torch.float32), oracle, same, ("dx", "dstyle_scale", "dbias")):
+        assert_matches_oracle(got, o, r, name=f"{name} ({layout})")
+
+
+@needs_cpu_ext
 def test_cpu_gradcheck_and_gradgradcheck():
     inp = make_inputs((2, 3, 4, 3), noise_kind="tensor")
     names = ("x", "style_scale", "style_bias", "noise", "noise_strength", "bias")
