@@ -113,7 +113,13 @@ def as_dict() -> dict:
         "op_grad_orders": _op_grad_orders(),
         "op_notes": {op: backends.op_notes(op) for op in sorted(backends.registered_ops()) if backends.op_notes(op)},
         "extensions": _extensions(),
+        "model_presets": _model_presets(),
     }
+
+
+def _model_presets() -> dict:
+    from ganfast import models
+    return {name: models.get_preset(name).family for name in models.list_presets()}
 
 
 def _cuda_line(cuda: dict) -> str:
@@ -174,4 +180,6 @@ def report(info: Optional[dict] = None) -> str:
     for kind in _ext.MODULES:
         e = ext[kind]
         lines.append(f"  {kind:<4}  {e['module']:<16}  {_extension_line(e)}")
+    presets = info.get("model_presets") or {}
+    lines += ["", f"model presets (ganfast.models.create): {', '.join(presets) or 'none'}"]
     return "\n".join(lines)

@@ -29,6 +29,8 @@ def test_info_mentions_every_backend_and_op(capsys):
     for op in backends.registered_ops():
         assert op in out
     assert torch.__version__ in out and "extensions" in out
+    import ganfast.models
+    assert "model presets" in out and all(name in out for name in ganfast.models.list_presets())
 
 
 def test_info_explains_unusable_backends(capsys):

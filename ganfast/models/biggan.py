@@ -23,7 +23,7 @@ Generator (BigGANGenerator), for R = img_resolution and B = log2(R) - 2 up-block
     block i (ResBlock up):  cond_i = cat(label_cond, z_{i+1})   ([N, cond_dim]; BigGAN)
         h = conv2(norm2(conv1(up(norm1(h, cond_i))), cond_i)) + up(conv_sc(h))
         norm: ganfast ConditionalBatchNorm2d (act='relu' fused) when cond_dim > 0, else
-        BatchNorm2d + ReLU (SNGAN's unconditional G)
+        BatchNormAct2d (fused BatchNorm2d + ReLU; SNGAN's unconditional G)
     optional SelfAttention2d after the block whose output is attn_res x attn_res
     out = tanh(conv3x3(relu(bn(h))))  -> [N, img_channels, R, R]
     label_cond: shared embedding(y) [N, shared_dim] (BigGAN, SAGAN), or the one-hot label itself
@@ -56,12 +56,13 @@ from torch.nn.utils import parametrize
 
 from ganfast.models.common import check_images, check_latent, labels_to_onehot
 from ganfast.models.registry import register_preset
-from ganfast.nn import (ConditionalBatchNorm2d, SelfAttention2d, SNConv2d, SNEmbedding, SNLinear, SpectralNorm,
+from ganfast.nn import (BatchNormAct2d, ConditionalBatchNorm2d, SelfAttention2d, SNConv2d, SNEmbedding, SNLinear,
                         accumulate_standing_stats)
+from ganfast.nn.spectral_norm import reconverge_spectral_norms
 from ganfast.ops import bias_act
 
 __all__ = ["BigGANGenerator", "BigGANDiscriminator", "GBlock", "DBlock", "NormReLU", "default_channel_mults",
-           "init_weights", "refresh_spectral_norms", "build_biggan", "INIT_SCHEMES"]
+           "init_weights", "build_biggan", "INIT_SCHEMES"]
 
 INIT_SCHEMES = ("ortho", "N02", "xavier")
 
@@ -83,7 +84,6 @@ _D_MULTS = {
     512: ((1, 2, 4, 8, 8, 16, 16, 16), (True, True, True, True, True, True, True, False)),
 }
 _BOTTOM = 4   # G's first feature map is 4x4 at every resolution
-_SN_REFRESH_ITERS = 15   # as many power iterations as a fresh spectral_norm runs
 
 
 def default_channel_mults(resolution: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[bool, ...]]:
@@ -164,22 +164,20 @@ class NormReLU(nn.Module):
 
     cond_dim > 0: ganfast ConditionalBatchNorm2d (gain = 1 + linear(cond), bias = linear(cond),
     the ReLU fused into its output pass; the linears spectrally normalized when sn).
-    cond_dim == 0: torch BatchNorm2d with its own affine scale and shift, then ganfast's ReLU.
+    cond_dim == 0: ganfast BatchNormAct2d (torch's BatchNorm2d parameters and buffers, the ReLU
+    fused into the normalization's output pass).
     """
 
     def __init__(self, channels: int, cond_dim: int, sn: bool, eps: float = 1e-5):
         super().__init__()
         self.cond_dim = cond_dim
-        self.backend = None
         if cond_dim > 0:
             self.norm = ConditionalBatchNorm2d(channels, cond_dim, sn=sn, eps=eps, act="relu")
         else:
-            self.norm = nn.BatchNorm2d(channels, eps=eps)
+            self.norm = BatchNormAct2d(channels, act="relu", eps=eps)
 
     def forward(self, x: torch.Tensor, cond: Optional[torch.Tensor]) -> torch.Tensor:
-        if self.cond_dim > 0:
-            return self.norm(x, cond)
-        return relu(self.norm(x), self.backend)
+        return self.norm(x, cond) if self.cond_dim > 0 else self.norm(x)
 
     def extra_repr(self) -> str:
         return f"cond_dim={self.cond_dim}"
@@ -256,24 +254,6 @@ def _raw_weight(m: nn.Module) -> torch.Tensor:
 
 
 @torch.no_grad()
-def refresh_spectral_norms(module: nn.Module, n_iters: int = _SN_REFRESH_ITERS) -> None:
-    """Re-converge every ganfast SpectralNorm's u, v (and sigma) in `module` on its current
-    weight, after the weight was overwritten (e.g. re-initialized). Runs n_iters training-mode
-    power iterations through SpectralNorm.sigmas (each runs the layer's n_power_iterations)."""
-    for m in module.modules():
-        if not parametrize.is_parametrized(m, "weight"):
-            continue
-        weight = m.parametrizations.weight.original
-        for p in m.parametrizations.weight:
-            if isinstance(p, SpectralNorm) and weight.ndim > 1:
-                was_training = p.training
-                p.train()
-                for _ in range(math.ceil(n_iters / p.n_power_iterations)):
-                    p.sigmas(weight)
-                p.train(was_training)
-
-
-@torch.no_grad()
 def init_weights(module: nn.Module, init: str) -> None:
     """Initialize every Conv2d / Linear / Embedding weight in `module` (the spectrally normalized
     layers' raw weights, the conditional-BN linears and the attention convolutions included):
@@ -290,7 +270,7 @@ def init_weights(module: nn.Module, init: str) -> None:
             fill(_raw_weight(m))
             if getattr(m, "bias", None) is not None:
                 m.bias.zero_()
-    refresh_spectral_norms(module)
+    reconverge_spectral_norms(module)
 
 
 # ---- generator ----

@@ -6,7 +6,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from ganfast.nn.spectral_norm import SNLinear
+from ganfast.nn.spectral_norm import SNLinear, SpectralNorm
 from ganfast.ops.conditional_batch_norm import conditional_batch_norm
 from ganfast.ops.conditional_batch_norm.reference import ACTIVATIONS
 
@@ -82,7 +82,8 @@ def accumulate_standing_stats(model: nn.Module, run_batch: Callable[[], object],
 
     Resets them, calls run_batch() (which runs the model forward, e.g. G(z, y) for new z, y)
     num_batches times in training mode with a cumulative average (momentum None), then restores
-    each module's momentum and the model's training mode. Evaluate in eval mode afterwards.
+    each module's momentum and the model's training mode. Spectral-norm power iterations do not
+    run meanwhile (their u, v are left as they were). Evaluate in eval mode afterwards.
     """
     if num_batches < 1:
         raise ValueError(f"accumulate_standing_stats: num_batches must be >= 1, got {num_batches!r}")
@@ -91,6 +92,10 @@ def accumulate_standing_stats(model: nn.Module, run_batch: Callable[[], object],
     saved = [(m, m.momentum) for m in norms]
     try:
         model.train()
+        # Spectral norms stay in eval: gathering statistics must not advance their power iteration
+        for m in model.modules():
+            if isinstance(m, SpectralNorm):
+                m.eval()
         for m in norms:
             m.reset_running_stats()
             m.momentum = None

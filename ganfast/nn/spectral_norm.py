@@ -92,6 +92,13 @@ class SpectralNorm(nn.Module):
         sigma = power_iteration(w_mat.detach(), self._u, self._v, n_iters, self.eps, self.u_first, self.backend)
         self._sigma.copy_(sigma.reshape(-1))
 
+    @torch.no_grad()
+    def reconverge(self, weight: torch.Tensor, n_iters: int = 15) -> None:
+        """Run n_iters power iterations on `weight` now, in any mode: after the weight was
+        overwritten (re-initialized, loaded), so eval mode does not divide by a stale sigma."""
+        if weight.ndim > 1:
+            self._power_method(self._matrix(weight.detach()), n_iters)
+
     def sigmas(self, weight: torch.Tensor) -> torch.Tensor:
         """[num_svs] singular value estimates, differentiable in weight (d sigma_i / dW = u_i v_i^T).
         Training mode runs n_power_iterations (updating _u, _v); eval uses the stored vectors."""
@@ -199,6 +206,20 @@ def spectral_norm(module: nn.Module, name: str = "weight", n_power_iterations: i
 def remove_spectral_norm(module: nn.Module, name: str = "weight") -> nn.Module:
     """Undo spectral_norm: the parameter becomes W / sigma (as torch's remove_parametrizations)."""
     parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    return module
+
+
+@torch.no_grad()
+def reconverge_spectral_norms(module: nn.Module, n_iters: int = 15) -> nn.Module:
+    """SpectralNorm.reconverge on every ganfast spectral-norm parametrization in `module` (e.g.
+    after a custom weight initialization); returns module."""
+    for m in module.modules():
+        if not parametrize.is_parametrized(m):
+            continue
+        for name, plist in m.parametrizations.items():
+            for p in plist:
+                if isinstance(p, SpectralNorm):
+                    p.reconverge(plist.original, n_iters)
     return module
 
 

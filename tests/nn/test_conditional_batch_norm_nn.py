@@ -184,8 +184,10 @@ def test_accumulate_standing_stats_averages_the_batches(was_training, backend):
     for name, mod in norms.items():
         mod.register_forward_pre_hook(lambda mod, args, name=name: seen[name].append(args[0].detach().clone()))
     model.train(was_training)
+    sn_vectors = {n: b.clone() for n, b in model.named_buffers() if n.endswith(("_u", "_v"))}
     accumulate_standing_stats(model, run_batch, num_batches=5)
     assert model.training == was_training and all(mod.training == was_training for mod in model.modules())
+    assert sn_vectors and all(torch.equal(b, sn_vectors[n]) for n, b in model.named_buffers() if n in sn_vectors)
     assert (model.cbn1.momentum, model.bn.momentum, model.cbn2.momentum) == (0.1, 0.2, 0.3)
     for name, mod in norms.items():
         xs = seen[name]

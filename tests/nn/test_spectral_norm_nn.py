@@ -523,3 +523,19 @@ def test_compiled_training_step_equals_eager(backend):
         for n in ("_u", "_v"):
             torch.testing.assert_close(getattr(_sn(compiled_layer), n), getattr(_sn(eager), n), rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(compiled_layer.sigma, eager.sigma, rtol=1e-6, atol=1e-7)
+
+
+def test_reconverge_after_the_weight_is_overwritten():
+    from ganfast.nn import SNLinear
+    from ganfast.nn.utils import reconverge_spectral_norms
+    torch.manual_seed(0)
+    m = SNLinear(12, 9).eval()
+    with torch.no_grad():
+        m.parametrizations.weight.original.copy_(torch.randn(9, 12) * 5)   # a new weight: u, v are stale
+    true_sigma = torch.linalg.matrix_norm(m.parametrizations.weight.original.detach(), ord=2)
+    m.weight
+    assert abs(float(m.sigma) - float(true_sigma)) > 0.05 * float(true_sigma)   # stale u, v: far off
+    reconverge_spectral_norms(m, n_iters=200)
+    assert not m.training
+    m.weight                                          # eval: the stored u, v give sigma
+    torch.testing.assert_close(m.sigma, true_sigma, rtol=1e-4, atol=0)
