@@ -216,3 +216,20 @@ def test_biggan_specs_run_on_a_tiny_case_and_have_the_issue_shapes(tmp_path, op,
             row = _by(rows, backend, mode)
             assert row["status"] == "ok", (backend, mode, row["reason"])
             assert row["bytes_moved"] > 0
+
+
+def test_model_bench_writes_rows_for_every_step(tmp_path):
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "models.py")
+    spec = importlib.util.spec_from_file_location("bench_models", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "models.jsonl"
+    tiny = "stylegan2-32:resolution=8,channel_base=64,channel_max=8,z_dim=8,w_dim=8,mapping_layers=1@4"
+    assert mod.main(["--presets", tiny, "--quick", "--no-compile", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {(r["step"], r["backend"]) for r in rows} == {(s, b) for s in mod.STEPS for b in ("eager-reference", "ganfast")}
+    for r in rows:
+        assert r["median_ms"] > 0 and r["p20_ms"] <= r["median_ms"] <= r["p80_ms"] and r["git_sha"] is not None
+        assert (r["vs_eager_reference"] is None) == (r["backend"] == "eager-reference")
