@@ -76,6 +76,20 @@ def _ref32(module):
     return gm.set_backend(copy.deepcopy(module), "reference")
 
 
+def _compare_runs(run, fast, oracle, ref32, names, grad_name):
+    """run(model, dtype) -> (*tensors, grads): the fast model in fp32 against the fp64 oracle, with
+    the reference in fp32 as the error budget; returns the oracle's gradients."""
+    *outs_f, grads_f = run(fast, torch.float32)
+    *outs_o, grads_o = run(oracle, torch.float64)
+    *outs_r, grads_r = run(ref32, torch.float32)
+    for got, exp, ref, name in zip(outs_f, outs_o, outs_r, names):
+        assert_matches_oracle(got, exp, ref, name=name)
+    assert grads_f.keys() == grads_o.keys()
+    for n in grads_f:
+        assert_matches_oracle(grads_f[n], grads_o[n], grads_r[n], name=f"{grad_name} {n}", factor=MODEL_GRAD_FACTOR)
+    return grads_o
+
+
 @pytest.mark.parametrize("gen", ["stylegan2", "stylegan"])
 def test_generator_fast_matches_reference_with_path_length_double_backward(gen):
     torch.manual_seed(2)
@@ -99,16 +113,8 @@ def test_generator_fast_matches_reference_with_path_length_double_backward(gen):
         g.square().sum(dim=2).mean().sqrt().backward()          # a path-length style penalty
         return img, g, _grads(model)
 
-    img_f, g_f, grads_f = run(fast, torch.float32)
-    img_o, g_o, grads_o = run(oracle, torch.float64)
-    img_r, g_r, grads_r = run(ref32, torch.float32)
-    assert_matches_oracle(img_f, img_o, img_r, name="image")
-    assert_matches_oracle(g_f, g_o, g_r, name="dimg/dws")
-    assert grads_f.keys() == grads_o.keys()
+    grads_o = _compare_runs(run, fast, oracle, ref32, ("image", "dimg/dws"), "path-length grad")
     assert sum(bool(g.abs().max() > 0) for g in grads_o.values()) > 10
-    for n in grads_f:
-        assert_matches_oracle(grads_f[n], grads_o[n], grads_r[n], name=f"path-length grad {n}",
-                              factor=MODEL_GRAD_FACTOR)
 
 
 @pytest.mark.parametrize("arch", ["resnet", "orig"])
@@ -131,14 +137,7 @@ def test_discriminator_fast_matches_reference_with_r1_double_backward(arch, c_di
         (g.square().sum() * 5.0 + logits.sum()).backward()   # R1 penalty plus the logits
         return logits, g, _grads(model)
 
-    lf, gf, grads_f = run(fast, torch.float32)
-    lo, go, grads_o = run(oracle, torch.float64)
-    lr, gr, grads_r = run(ref32, torch.float32)
-    assert_matches_oracle(lf, lo, lr, name="logits")
-    assert_matches_oracle(gf, go, gr, name="dD/dimg")
-    assert grads_f.keys() == grads_o.keys()
-    for n in grads_f:
-        assert_matches_oracle(grads_f[n], grads_o[n], grads_r[n], name=f"R1 grad {n}", factor=MODEL_GRAD_FACTOR)
+    _compare_runs(run, fast, oracle, ref32, ("logits", "dD/dimg"), "R1 grad")
 
 
 def test_truncation_moves_ws_toward_w_avg():
