@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import sys
 import traceback
 
 import pytest
@@ -411,7 +412,15 @@ def _dist_worker(rank: int, init_file: str, out_dir: str, backends_: list) -> No
     finally:
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump(results, f)
-        dist.destroy_process_group()
+    # Leave together: one rank tearing gloo down while the other is still in a collective (or in
+    # its own teardown) has aborted a worker in CI ("terminate called without an active
+    # exception", after every result was written). Then skip the interpreter's C++ static
+    # destructors, the other place gloo's threads have been seen to abort.
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @pytest.fixture(scope="module")
