@@ -1,0 +1,711 @@
+"""The GAN training loop: one `Trainer` for every model family, loss and regularizer in
+ganfast.training, on one CPU, one GPU or many processes.
+
+One training step (what `Trainer.step` does, and what `step` counts):
+
+    n_critic times:   D main phase   D's loss on a batch of reals and a batch of fakes, plus the
+                                     penalties that run every step (WGAN-GP, DRAGAN, R1 when not lazy)
+                      D reg phase    lazy R1, every r1_interval D steps (its own optimizer step)
+    once:             G main phase   G's loss (+ InfoGAN / ACGAN terms, orthogonal regularization)
+                      G reg phase    lazy path length, every pl_interval G steps
+                      EMA update of G
+
+Every phase is a separate optimizer step over `batch` images (all processes together), computed as
+`batch_gpu`-sized micro-batches whose gradients accumulate. Gradients are then averaged over the
+processes in one flat all-reduce (see ganfast.training.distributed), optionally cleaned with
+nan_to_num, and checked: a phase whose loss or gradients are not finite is skipped and logged;
+`max_bad_steps` such steps in a row stop the run with NonFiniteError after writing a checkpoint of
+the last good state. cur_nimg counts the real images D has seen.
+
+Determinism: latents and fake labels come from the trainer's own generator, drawn for the whole
+global batch and sliced per process; reals come from ganfast.data's InfiniteSampler at a recorded
+position; both are checkpointed with the global RNG states, so a resumed single-process run
+continues with exactly the losses of an uninterrupted one. With several processes each rank's
+global RNG (model noise inputs, penalty sampling) is seeded from (seed, rank, step).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Optional, Union
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ganfast.training import losses as L
+from ganfast.training.amp import autocast, check_amp, make_grad_scaler
+from ganfast.training.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from ganfast.training.distributed import (DistributedContext, all_reduce_mean_, broadcast_module_,
+                                          use_cross_replica_batch_norm)
+from ganfast.training.ema import EMA, unwrap_model
+from ganfast.training.regularizers import (LazySchedule, PathLengthRegularizer, dragan_penalty, gradient_penalty,
+                                           lazy_optimizer_args, orthogonal_regularization, r1_penalty)
+from ganfast.training.tricks import ExperienceReplay
+
+__all__ = ["TrainingConfig", "Trainer", "NonFiniteError", "TRAINING_LOSSES"]
+
+# The losses of the seeds' table. wgan-gp and dragan are a base loss plus a gradient penalty.
+TRAINING_LOSSES = ("minimax", "nonsaturating", "wgan", "wgan-gp", "lsgan", "dragan", "hinge", "began")
+_BASE_LOSS = {"wgan-gp": "wgan", "dragan": "nonsaturating"}
+OPTIMIZERS = ("adam", "rmsprop")
+
+
+class NonFiniteError(RuntimeError):
+    """Raised when `max_bad_steps` phases in a row had a non-finite loss or gradient."""
+
+
+@dataclass
+class TrainingConfig:
+    """Everything that decides how the networks are trained (saved with every checkpoint).
+
+    batch: images per optimizer step, all processes together. batch_gpu: images per forward pass
+    in one process (gradient accumulation when batch > batch_gpu * world_size; default
+    batch / world_size).
+    lr / betas: Adam's, for both networks unless g_lr / d_lr are given (StyleGAN2: 0.002, (0, 0.99)).
+    r1_gamma: R1 weight (loss = gamma / 2 * penalty), lazily every r1_interval D steps (0: every step,
+    inside the main phase). pl_weight: path-length weight, every pl_interval G steps (0: every
+    step; always a phase of its own; needs a style-based G with .mapping / .synthesis). gp_weight: WGAN-GP / DRAGAN lambda (default 10 for
+    loss 'wgan-gp' and 'dragan'). clip: WGAN weight clipping (default 0.01 for loss 'wgan').
+    label_smoothing: one-sided, the real label of minimax / nonsaturating becomes 1 - s.
+    ortho_beta: BigGAN's orthogonal regularization on G (1e-4 in the paper; 0: off).
+    replay_fraction / replay_size: experience replay of old fakes in D's batch.
+    aux_weight: ACGAN's classification term; info_weight: InfoGAN's mutual-information term.
+    ema_kimg: G EMA half-life in kimg (0: no EMA); ema_rampup: its ramp-up (None: off).
+    amp: 'none', 'bf16' or 'fp16' (see ganfast.training.amp). nan_to_num: replace NaN / inf in
+    gradients by 0 / +-1e5 instead of skipping the step (NVIDIA's fp16 recipe).
+    compile: torch.compile G and D for the main phases (the regularization phases differentiate
+    twice, which torch.compile cannot, and run eagerly through the fused ops' double backward).
+    """
+    loss: str = "nonsaturating"
+    batch: int = 32
+    batch_gpu: Optional[int] = None
+    optimizer: str = "adam"
+    lr: float = 0.002
+    g_lr: Optional[float] = None
+    d_lr: Optional[float] = None
+    betas: tuple = (0.0, 0.99)
+    n_critic: int = 1
+    r1_gamma: float = 0.0
+    r1_interval: int = 16
+    pl_weight: float = 0.0
+    pl_interval: int = 4
+    pl_batch_shrink: int = 2
+    pl_decay: float = 0.01
+    gp_weight: Optional[float] = None
+    clip: Optional[float] = None
+    label_smoothing: float = 0.0
+    ortho_beta: float = 0.0
+    replay_fraction: float = 0.0
+    replay_size: int = 0
+    aux_weight: float = 1.0
+    info_weight: float = 1.0
+    began_gamma: float = 0.5
+    began_lambda_k: float = 1e-3
+    ema_kimg: float = 10.0
+    ema_rampup: Optional[float] = 0.05
+    amp: str = "none"
+    nan_to_num: bool = False
+    max_bad_steps: int = 10
+    compile: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(name, expected):
+            raise ValueError(f"TrainingConfig: {name} must be {expected}, got {getattr(self, name)!r}")
+
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if self.loss not in TRAINING_LOSSES:
+            bad("loss", f"one of {TRAINING_LOSSES}")
+        if self.optimizer not in OPTIMIZERS:
+            bad("optimizer", f"one of {OPTIMIZERS}")
+        check_amp(self.amp)
+        for name in ("batch", "n_critic", "pl_batch_shrink", "max_bad_steps"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
+                bad(name, "an int >= 1")
+        if self.batch_gpu is not None and (not is_int(self.batch_gpu) or self.batch_gpu < 1):
+            bad("batch_gpu", "None or an int >= 1")
+        for name in ("r1_interval", "pl_interval", "replay_size", "seed"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 0:
+                bad(name, "an int >= 0")
+        for name in ("lr", "g_lr", "d_lr"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and v > 0):
+                bad(name, "a number > 0" + (" or None" if name != "lr" else ""))
+        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
+            bad("betas", "a pair of numbers in [0, 1)")
+        for name in ("r1_gamma", "pl_weight", "ortho_beta", "aux_weight", "info_weight", "ema_kimg",
+                     "began_lambda_k"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v >= 0):
+                bad(name, "a number >= 0")
+        for name in ("gp_weight", "clip", "ema_rampup"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and v > 0):
+                bad(name, "None or a number > 0")
+        if not 0 <= self.label_smoothing < 1:
+            bad("label_smoothing", "in [0, 1)")
+        if not 0 <= self.replay_fraction <= 1:
+            bad("replay_fraction", "in [0, 1]")
+        if self.replay_fraction > 0 and self.replay_size < 1:
+            bad("replay_size", "an int >= 1 when replay_fraction > 0")
+        if not 0 < self.began_gamma <= 1:
+            bad("began_gamma", "in (0, 1]")
+        if self.label_smoothing and self.base_loss not in ("minimax", "nonsaturating"):
+            bad("label_smoothing", f"0 for loss {self.loss!r} (it smooths the sigmoid losses' real label)")
+
+    @property
+    def base_loss(self) -> str:
+        return _BASE_LOSS.get(self.loss, self.loss)
+
+    @property
+    def penalty_weight(self) -> float:
+        """WGAN-GP / DRAGAN's lambda (0 for the other losses unless gp_weight is given)."""
+        if self.gp_weight is not None:
+            return float(self.gp_weight)
+        return 10.0 if self.loss in _BASE_LOSS else 0.0
+
+    @property
+    def clip_value(self) -> Optional[float]:
+        if self.clip is not None:
+            return float(self.clip)
+        return 0.01 if self.loss == "wgan" else None
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainingConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"TrainingConfig.from_dict: unknown keys {unknown}")
+        return cls(**dict(d))
+
+
+class _Progress:
+    """The trainer's counters, as a checkpointable object."""
+
+    def __init__(self):
+        self.step = 0            # completed training steps (G steps)
+        self.d_steps = 0         # completed D main phases
+        self.cur_nimg = 0        # real images shown to D, all processes
+        self.data_position = 0   # global position in the data stream (ganfast.data.InfiniteSampler)
+        self.bad_in_a_row = 0
+        self.bad_total = 0
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        if set(state) != set(vars(self)):
+            raise ValueError(f"progress state must have keys {sorted(vars(self))}, got {sorted(state)}")
+        for k, v in state.items():
+            setattr(self, k, int(v))
+
+
+def _model_kind(D: nn.Module, G: nn.Module) -> str:
+    """'infogan' (G.sample_codes + a Q head), 'acgan' (a class head), or 'plain'."""
+    if hasattr(D, "forward_aux") and hasattr(G, "sample_codes"):
+        return "infogan"
+    if hasattr(D, "forward_aux") and getattr(D, "c_dim", 0):
+        return "acgan"
+    return "plain"
+
+
+class Trainer:
+    """Trains G and D with a TrainingConfig.
+
+    G: G(z [N, z_dim], c=None) -> samples; G.z_dim and G.c_dim (0: unconditional) are read.
+    D: D(x, c=None) -> logits [N] (for loss 'began', D is an autoencoder returning x's reconstruction).
+    data: a map-style dataset whose items are (x, label) (ganfast.data's datasets; labels are used
+    when G.c_dim > 0), read through ganfast.data.batch_iterator; or a callable
+    `data(start, rank, world_size, batch_size) -> iterator of (x [b, ...], labels [b])` that
+    follows the same stream contract (InfiniteSampler).
+    run_dir: where checkpoints go (None: no checkpoints). run_config: extra JSON-able description
+    stored with each checkpoint (e.g. the preset name and its overrides), checked on resume.
+    ctx: a DistributedContext (ganfast.training.distributed.init_distributed); default one CPU
+    process, or `device`'s single process.
+
+    Use: `trainer.step()` runs one training step and returns its stats (floats); `trainer.train(
+    steps=..., kimg=..., snap_steps=..., callback=...)` loops with checkpoints; `trainer.resume(
+    "auto")` continues from the newest complete checkpoint in run_dir.
+    """
+
+    def __init__(self, G: nn.Module, D: nn.Module, data, config: Optional[TrainingConfig] = None, *,
+                 run_dir: Optional[Union[str, Path]] = None, run_config: Optional[Mapping[str, Any]] = None,
+                 device: Union[str, torch.device, None] = None, ctx: Optional[DistributedContext] = None,
+                 keep_checkpoints: int = 3, num_workers: int = 0):
+        self.config = cfg = config if config is not None else TrainingConfig()
+        if not isinstance(cfg, TrainingConfig):
+            raise ValueError(f"Trainer: config must be a TrainingConfig, got {type(cfg).__name__}")
+        cfg.validate()
+        if ctx is None:
+            ctx = DistributedContext(device=torch.device(device) if device is not None else torch.device("cpu"))
+        elif device is not None and torch.device(device) != ctx.device:
+            raise ValueError(f"Trainer: device {device!r} differs from the distributed context's {ctx.device}")
+        self.ctx, self.device = ctx, ctx.device
+        for name, net in (("G", G), ("D", D)):
+            if not isinstance(net, nn.Module):
+                raise ValueError(f"Trainer: {name} must be an nn.Module, got {type(net).__name__}")
+        if not hasattr(G, "z_dim"):
+            raise ValueError("Trainer: G must have a z_dim attribute (the latent size)")
+        self.G, self.D = G.to(self.device).train(), D.to(self.device).train()
+        self.z_dim, self.c_dim = int(G.z_dim), int(getattr(G, "c_dim", 0) or 0)
+        # reals and latents take G's parameter dtype (float32 normally; float64 for exact comparisons)
+        self.dtype = next(G.parameters()).dtype
+        self.kind = _model_kind(self.D, self.G)
+        if cfg.pl_weight and not (hasattr(G, "mapping") and hasattr(G, "synthesis")):
+            raise ValueError("Trainer: pl_weight > 0 needs a style-based G (with .mapping and .synthesis)")
+
+        world = ctx.world_size
+        if cfg.batch % world:
+            raise ValueError(f"Trainer: batch ({cfg.batch}) must be divisible by the number of processes ({world})")
+        self.local_batch = cfg.batch // world
+        self.batch_gpu = cfg.batch_gpu or self.local_batch
+        if self.local_batch % self.batch_gpu:
+            raise ValueError(f"Trainer: batch per process ({self.local_batch}) must be divisible by batch_gpu "
+                             f"({self.batch_gpu})")
+        self.num_accumulation = self.local_batch // self.batch_gpu
+
+        if ctx.distributed:
+            broadcast_module_(self.G, ctx)
+            broadcast_module_(self.D, ctx)
+
+        # Lazy regularization (StyleGAN2): the phase's optimizer settings absorb the extra steps.
+        self.r1_lazy = cfg.r1_gamma > 0 and cfg.r1_interval > 0 and cfg.loss != "began"
+        self.pl_lazy = cfg.pl_weight > 0 and cfg.pl_interval > 0
+        self.r1_schedule = LazySchedule(cfg.r1_interval if self.r1_lazy else None)
+        self.pl_schedule = LazySchedule(cfg.pl_interval if self.pl_lazy else None)
+        self.opt_G = self._optimizer(self.G, cfg.g_lr or cfg.lr, cfg.pl_interval if self.pl_lazy else None)
+        self.opt_D = self._optimizer(self.D, cfg.d_lr or cfg.lr, cfg.r1_interval if self.r1_lazy else None)
+        self.scaler_G = make_grad_scaler(cfg.amp, self.device)
+        self.scaler_D = make_grad_scaler(cfg.amp, self.device)
+        self.pl = PathLengthRegularizer(cfg.pl_decay, cfg.pl_batch_shrink).to(self.device) if cfg.pl_weight else None
+        self.began = L.BEGANLoss(cfg.began_gamma, cfg.began_lambda_k) if cfg.loss == "began" else None
+        self.replay = ExperienceReplay(cfg.replay_size) if cfg.replay_fraction > 0 else None
+        self.ema = (EMA(self.G, cfg.ema_kimg, cfg.ema_rampup, batch_size=cfg.batch) if cfg.ema_kimg > 0 else None)
+        if ctx.distributed:
+            # after the EMA's deep copy: a ProcessGroup cannot be deep-copied (and G_ema, in eval
+            # mode, normalizes with running statistics, so it needs no group)
+            use_cross_replica_batch_norm([self.G, self.D], ctx)
+        self.latents = torch.Generator().manual_seed(cfg.seed)
+        self.progress = _Progress()
+        self.G_main = torch.compile(self.G) if cfg.compile else self.G
+        self.D_main = torch.compile(self.D) if cfg.compile else self.D
+
+        self.data = data
+        self._batches: Optional[Iterator] = None
+        self._num_workers = num_workers
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run_config = dict(run_config or {})
+        self.keep_checkpoints = keep_checkpoints
+        self.last_checkpoint: Optional[Path] = None
+        self._saved_step: Optional[int] = None     # the step of the last save / resume, on every rank
+        self._bad_names: list[str] = []
+        if ctx.distributed:
+            self._seed_global_rng()
+
+    # ---- set-up helpers ----
+
+    def _optimizer(self, net: nn.Module, lr: float, lazy_interval: Optional[int]) -> torch.optim.Optimizer:
+        cfg = self.config
+        params = [p for p in net.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"Trainer: {type(net).__name__} has no trainable parameters")
+        if cfg.optimizer == "rmsprop":   # WGAN's optimizer; lazy scaling applies to Adam's betas only
+            return torch.optim.RMSprop(params, lr=lr * lazy_optimizer_args(1.0, (0.0, 0.0), lazy_interval)[0])
+        lr, betas = lazy_optimizer_args(lr, cfg.betas, lazy_interval)
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=1e-8)
+
+    def _seed_global_rng(self) -> None:
+        seed = (self.config.seed * 1_000_003 + self.ctx.rank * 7_919 + self.progress.step) % (2 ** 63)
+        torch.manual_seed(seed)
+
+    def _next_real(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """This process's share [local_batch, ...] of the next global batch of reals (and labels)."""
+        if self._batches is None:
+            start = self.progress.data_position
+            if callable(self.data) and not isinstance(self.data, torch.utils.data.Dataset):
+                self._batches = iter(self.data(start, self.ctx.rank, self.ctx.world_size, self.local_batch))
+            else:
+                from ganfast.data import batch_iterator
+                self._batches = batch_iterator(self.data, self.local_batch, seed=self.config.seed,
+                                               rank=self.ctx.rank, world_size=self.ctx.world_size, start=start,
+                                               num_workers=self._num_workers,
+                                               pin_memory=self.device.type == "cuda")
+        x, labels = next(self._batches)
+        self.progress.data_position += self.config.batch
+        x = x.to(self.device, self.dtype, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True) if self.c_dim else None
+        return x, labels
+
+    def _next_latents(self) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[dict]]:
+        """This process's share of a global batch of latents (and fake labels / InfoGAN codes),
+        drawn from the trainer's generator on the CPU so every process and device agree."""
+        B, b, r = self.config.batch, self.local_batch, self.ctx.rank
+        z = torch.randn(B, self.z_dim, generator=self.latents)[r * b:(r + 1) * b]
+        c = torch.randint(self.c_dim, (B,), generator=self.latents)[r * b:(r + 1) * b] if self.c_dim else None
+        z, codes = z.to(self.dtype), None
+        if self.kind == "infogan":
+            g = unwrap_model(self.G)
+            codes = {k: v[r * b:(r + 1) * b].to(self.device) for k, v in g.sample_codes(B, generator=self.latents).items()}
+        return z.to(self.device), (c.to(self.device) if c is not None else None), codes
+
+    # ---- the phases ----
+
+    def _micro(self, tensors, i):
+        m = self.batch_gpu
+        if tensors is None:
+            return None
+        if isinstance(tensors, dict):
+            return {k: v[i * m:(i + 1) * m] for k, v in tensors.items()}
+        return tensors[i * m:(i + 1) * m]
+
+    def _generate(self, G, z, c, codes):
+        return G(z, c, codes=codes) if codes is not None else G(z, c)
+
+    def _run_phase(self, name: str, net: nn.Module, opt, scaler, micro_loss: Callable[[int], tuple]) -> dict:
+        """Accumulate micro_loss(i) -> (loss, stats) over the micro-batches, then reduce, check and
+        step. Returns the phase's stats (losses averaged over micro-batches, as tensors)."""
+        cfg = self.config
+        opt.zero_grad(set_to_none=True)
+        total, stats = None, {}
+        for i in range(self.num_accumulation):
+            with autocast(cfg.amp, self.device):
+                loss, s = micro_loss(i)
+            loss = loss.float() / self.num_accumulation
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            total = loss.detach() if total is None else total + loss.detach()
+            for k, v in s.items():
+                v = v.detach().float() / self.num_accumulation
+                stats[k] = v if k not in stats else stats[k] + v
+        stats[name] = total
+        ok = self._reduce_and_check(net, opt, scaler, total)
+        if ok:
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+        else:       # skipped: no step, and the scaler (if any) saw no inf check, so no update either
+            opt.zero_grad(set_to_none=True)
+            self._bad_phase(name)
+        return stats
+
+    def _reduce_and_check(self, net: nn.Module, opt, scaler, loss: torch.Tensor) -> bool:
+        """All-reduce the gradients and the loss in one flat buffer; clean or check them. True when
+        the optimizer may step."""
+        cfg = self.config
+        params = [p for g in opt.param_groups for p in g["params"]]
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = torch.cat([g.flatten().float() for g in grads] + [loss.reshape(1).float()])
+        all_reduce_mean_(flat, self.ctx)
+        loss_ok = bool(torch.isfinite(flat[-1]))
+        if scaler is not None:    # overflowing gradients are the scaler's business (it skips the step)
+            grads_ok = True
+        elif cfg.nan_to_num:
+            flat[:-1].nan_to_num_(nan=0.0, posinf=1e5, neginf=-1e5)
+            grads_ok = True
+        else:
+            grads_ok = bool(torch.isfinite(flat[:-1]).all())
+        offset = 0
+        for g in grads:
+            n = g.numel()
+            g.copy_(flat[offset:offset + n].view_as(g))
+            offset += n
+        return loss_ok and grads_ok
+
+    def _bad_phase(self, name: str) -> None:
+        p = self.progress
+        p.bad_in_a_row += 1
+        p.bad_total += 1
+        self._bad_names.append(name)
+
+    def _d_main(self, reals, c_real, z, c_fake, codes) -> dict:
+        cfg, D, G = self.config, self.D_main, self.G_main
+        r1_every_step = cfg.r1_gamma > 0 and not self.r1_lazy and cfg.loss != "began"
+        with torch.no_grad():
+            with autocast(cfg.amp, self.device):
+                fake_all = self._generate(G, z, c_fake, codes).float()
+        if self.replay is not None:
+            mixed = self.replay.mix(fake_all, cfg.replay_fraction)
+            self.replay.push(fake_all)
+            fake_all = mixed
+
+        def micro(i):
+            real, fake = self._micro(reals, i), self._micro(fake_all, i)
+            cr, cf = self._micro(c_real, i), self._micro(c_fake, i)
+            stats, real_logits, aux_real, aux_fake = {}, None, None, None
+            if cfg.loss == "began":
+                loss, s = self.began.d_loss(real, D(real), fake, D(fake))
+                return loss, {"l_real": s["l_real"], "l_fake": s["l_fake"]}
+            if r1_every_step:    # R1's pass also gives the real logits (the plain D: differentiated twice)
+                stats["r1"], real_logits = r1_penalty(self.D, real, cr, scaler=self.scaler_D)
+            if self.kind == "plain":
+                real_logits = D(real, cr) if real_logits is None else real_logits
+                fake_logits = D(fake, cf)
+            else:
+                real_logits, aux_real = D.forward_aux(real, cr)
+                fake_logits, aux_fake = D.forward_aux(fake, cf)
+            loss = L.d_loss(cfg.base_loss, real_logits, fake_logits, real_label=1.0 - cfg.label_smoothing)
+            if r1_every_step:
+                loss = loss + (cfg.r1_gamma / 2) * stats["r1"]
+            if cfg.penalty_weight:
+                if cfg.loss == "dragan":
+                    pen = dragan_penalty(self.D, real, cr, scaler=self.scaler_D)
+                else:
+                    pen = gradient_penalty(self.D, real, fake, cr, scaler=self.scaler_D)
+                stats["gp"] = pen
+                loss = loss + cfg.penalty_weight * pen
+            if self.kind == "acgan":
+                aux = (F.cross_entropy(aux_real["class_logits"].float(), cr)
+                       + F.cross_entropy(aux_fake["class_logits"].float(), cf))
+                stats["aux"] = aux
+                loss = loss + cfg.aux_weight * aux
+            elif self.kind == "infogan":
+                from ganfast.models.conditional import info_loss
+                info = info_loss(aux_fake, self._micro(codes, i))
+                stats["info"] = info
+                loss = loss + cfg.info_weight * info
+            stats["real_score"], stats["fake_score"] = real_logits.float().mean(), fake_logits.float().mean()
+            return loss, stats
+
+        stats = self._run_phase("loss_D", self.D, self.opt_D, self.scaler_D, micro)
+        if cfg.loss == "began":
+            stats["M"] = torch.tensor(self.began.update(stats["l_real"], stats["l_fake"]))
+            stats["k"] = torch.tensor(self.began.k)
+        clip = cfg.clip_value
+        if clip is not None:
+            L.clip_weights_(self.D, clip)
+        return stats
+
+    def _d_reg(self, real, c_real) -> dict:
+        cfg = self.config
+
+        def micro(i):
+            penalty, logits = r1_penalty(self.D, self._micro(real, i), self._micro(c_real, i), scaler=self.scaler_D)
+            # the logits' zero-weighted term keeps every D parameter in the graph (no None gradients)
+            loss = penalty * (cfg.r1_gamma / 2) * self.r1_schedule.weight + logits.float().sum() * 0
+            return loss, {"r1": penalty}
+
+        return self._run_phase("loss_Dreg", self.D, self.opt_D, self.scaler_D, micro)
+
+    def _g_main(self, z, c_fake, codes) -> dict:
+        cfg, G, D = self.config, self.G_main, self.D_main
+
+        def micro(i):
+            zi, ci, codes_i = self._micro(z, i), self._micro(c_fake, i), self._micro(codes, i)
+            fake = self._generate(G, zi, ci, codes_i)
+            stats = {}
+            if cfg.loss == "began":
+                return self.began.g_loss(fake, D(fake)), stats
+            if self.kind == "plain":
+                logits, aux = D(fake, ci), None
+            else:
+                logits, aux = D.forward_aux(fake, ci)
+            loss = L.g_loss(cfg.base_loss, logits)
+            if self.kind == "acgan":
+                stats["aux_G"] = F.cross_entropy(aux["class_logits"].float(), ci)
+                loss = loss + cfg.aux_weight * stats["aux_G"]
+            elif self.kind == "infogan":
+                from ganfast.models.conditional import info_loss
+                stats["info_G"] = info_loss(aux, codes_i)
+                loss = loss + cfg.info_weight * stats["info_G"]
+            if cfg.ortho_beta:
+                stats["ortho"] = orthogonal_regularization(unwrap_model(self.G), cfg.ortho_beta)
+                loss = loss + stats["ortho"]      # once per phase: _run_phase divides each micro-batch's share
+            return loss, stats
+
+        self.D.requires_grad_(False)
+        try:
+            return self._run_phase("loss_G", self.G, self.opt_G, self.scaler_G, micro)
+        finally:
+            self.D.requires_grad_(True)
+
+    def _g_reg(self, z, c_fake) -> dict:
+        cfg = self.config
+
+        def micro(i):
+            penalty, lengths = self.pl.penalty(self.G, self._micro(z, i), self._micro(c_fake, i))
+            return penalty * cfg.pl_weight * self.pl_schedule.weight, {"pl": penalty, "pl_length": lengths.mean()}
+
+        return self._run_phase("loss_Greg", self.G, self.opt_G, self.scaler_G, micro)
+
+    # ---- one step ----
+
+    def step(self) -> dict[str, float]:
+        """One training step (n_critic D steps, one G step, the lazy regularizers when due, the
+        EMA update). Returns {name: float}: losses, penalties, scores, and `skipped` (phases
+        skipped for non-finite values this step). Averaged over the processes."""
+        cfg, p = self.config, self.progress
+        self._bad_names = []
+        stats: dict[str, torch.Tensor] = {}
+
+        def merge(s):
+            for k, v in s.items():
+                stats[k] = v if k not in stats else stats[k] + v
+
+        for _ in range(cfg.n_critic):
+            real, c_real = self._next_real()
+            z, c_fake, codes = self._next_latents()
+            merge({k: v / cfg.n_critic for k, v in self._d_main(real, c_real, z, c_fake, codes).items()})
+            if self.r1_lazy and self.r1_schedule.due(p.d_steps):
+                merge(self._d_reg(real, c_real))
+            p.d_steps += 1
+            p.cur_nimg += cfg.batch
+        z, c_fake, codes = self._next_latents()
+        merge(self._g_main(z, c_fake, codes))
+        if self.pl is not None and self.pl_schedule.due(p.step):
+            merge(self._g_reg(z, c_fake))
+        if self.ema is not None:
+            stats["ema_beta"] = torch.tensor(self.ema.update(p.cur_nimg, cfg.batch))
+        p.step += 1
+
+        names = sorted(stats)
+        values = torch.stack([stats[k].detach().float().reshape(()).to(self.device) for k in names])
+        all_reduce_mean_(values, self.ctx)
+        out = dict(zip(names, values.tolist()))
+        out["skipped"] = float(len(self._bad_names))
+        if self._bad_names:
+            if p.bad_in_a_row >= cfg.max_bad_steps:
+                self._stop_non_finite()
+        else:
+            p.bad_in_a_row = 0
+        return out
+
+    def _stop_non_finite(self) -> None:
+        p = self.progress
+        finite = all(bool(torch.isfinite(t).all()) for net in (self.G, self.D) for t in net.parameters())
+        saved = None
+        if finite and self.run_dir is not None:
+            saved = self.save()
+        where = (f"the last good state was saved as {saved}" if saved is not None else
+                 f"the last checkpoint is {self.last_checkpoint}" if self.last_checkpoint is not None else
+                 "no checkpoint was written (no run_dir)")
+        raise NonFiniteError(
+            f"training stopped at step {p.step}: {p.bad_in_a_row} phases in a row had a non-finite loss or "
+            f"gradient (last: {', '.join(self._bad_names)}; max_bad_steps={self.config.max_bad_steps}); "
+            f"skipped steps do not change the weights, so {where}. Lower the learning rate, use amp='bf16' "
+            f"rather than 'fp16', or set nan_to_num=True")
+
+    # ---- checkpoints ----
+
+    def checkpoint_objects(self) -> dict[str, Any]:
+        objects: dict[str, Any] = {"G": unwrap_model(self.G), "D": unwrap_model(self.D), "opt_G": self.opt_G,
+                                   "opt_D": self.opt_D, "latents": self.latents, "progress": self.progress}
+        for name, obj in (("G_ema", self.ema), ("pl", self.pl), ("scaler_G", self.scaler_G),
+                          ("scaler_D", self.scaler_D), ("began", self.began), ("replay", self.replay)):
+            if obj is not None:
+                objects[name] = obj
+        return objects
+
+    def _full_config(self) -> dict:
+        return {"training": self.config.to_dict(), "run": self.run_config, "world_size": self.ctx.world_size}
+
+    def save(self) -> Optional[Path]:
+        """Write a checkpoint of the current state (rank 0 writes; every rank waits for it)."""
+        if self.run_dir is None:
+            raise ValueError("Trainer.save: no run_dir was given")
+        path = None
+        if self.ctx.is_main:
+            path = save_checkpoint(self.run_dir, self.progress.step, self.checkpoint_objects(), self._full_config(),
+                                   keep=self.keep_checkpoints, cur_nimg=self.progress.cur_nimg)
+            self.last_checkpoint = path
+        self._saved_step = self.progress.step
+        self.ctx.barrier()
+        return path
+
+    def resume(self, resume: Union[str, Path, None] = "auto") -> Optional[Path]:
+        """Load the checkpoint `resume` names (a path, or 'auto': the newest complete one in run_dir;
+        None: start fresh). Returns its path, or None when there was nothing to resume. The
+        checkpoint's training config and run config must equal this trainer's (batch_gpu, compile
+        and max_bad_steps may differ)."""
+        if resume is None:
+            return None
+        if self.run_dir is None and resume == "auto":
+            raise ValueError("Trainer.resume: resume='auto' needs a run_dir")
+        path = resolve_resume(self.run_dir, resume)
+        if path is None:
+            return None
+        meta = load_checkpoint(path, self.checkpoint_objects(), map_location=self.device,
+                               restore_rng=not self.ctx.distributed)
+        self._check_resumed_config(path, meta.get("config") or {})
+        self._batches = None                       # restart the data stream at the saved position
+        if self.ctx.distributed:
+            self._seed_global_rng()
+        self.last_checkpoint = path
+        self._saved_step = self.progress.step
+        return path
+
+    def _check_resumed_config(self, path: Path, saved: Mapping[str, Any]) -> None:
+        free = {"batch_gpu", "compile", "max_bad_steps"}
+        here = {k: v for k, v in self.config.to_dict().items() if k not in free}
+        there = {k: v for k, v in (saved.get("training") or {}).items() if k not in free}
+        diffs = [f"{k}: {there.get(k)!r} in the checkpoint, {here.get(k)!r} here"
+                 for k in sorted(set(here) | set(there)) if here.get(k) != there.get(k)]
+        if saved.get("run", {}) != self.run_config:
+            diffs.append(f"run config {saved.get('run')!r} in the checkpoint, {self.run_config!r} here")
+        if diffs:
+            raise ValueError(f"Trainer.resume: {path} was written by a different run: " + "; ".join(diffs))
+
+    # ---- the loop ----
+
+    def train(self, steps: Optional[int] = None, kimg: Optional[float] = None, snap_steps: Optional[int] = None,
+              callback: Optional[Callable[["Trainer", dict], None]] = None) -> dict[str, float]:
+        """Train until `steps` training steps (or `kimg` thousand real images) in total, counting
+        those already done; write a checkpoint every snap_steps steps and at the end (when run_dir
+        is set). callback(trainer, stats) is called after every step. Returns the last step's stats."""
+        if (steps is None) == (kimg is None):
+            raise ValueError("Trainer.train: give exactly one of steps or kimg")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
+            raise ValueError(f"Trainer.train: steps must be an int >= 0, got {steps!r}")
+        if kimg is not None and not kimg > 0:
+            raise ValueError(f"Trainer.train: kimg must be > 0, got {kimg!r}")
+        if snap_steps is not None and (isinstance(snap_steps, bool) or not isinstance(snap_steps, int)
+                                       or snap_steps < 1):
+            raise ValueError(f"Trainer.train: snap_steps must be an int >= 1 or None, got {snap_steps!r}")
+        per_step = self.config.batch * self.config.n_critic
+        total = steps if steps is not None else math.ceil(kimg * 1000 / per_step)
+        stats: dict[str, float] = {}
+        while self.progress.step < total:
+            stats = self.step()
+            if callback is not None:
+                callback(self, stats)
+            if self.run_dir is not None and snap_steps and self.progress.step % snap_steps == 0:
+                self.save()
+        if self.run_dir is not None and self._saved_step != self.progress.step:
+            self.save()
+        return stats
+
+    def sample(self, n: int, seed: int = 0, c: Optional[torch.Tensor] = None, use_ema: bool = True,
+               batch: int = 64) -> torch.Tensor:
+        """n samples [n, ...] from the EMA generator (or G), with latents from `seed`, on the CPU."""
+        G = self.ema.module if (use_ema and self.ema is not None) else unwrap_model(self.G)
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, self.z_dim, generator=gen)
+        if self.c_dim and c is None:
+            c = torch.arange(n) % self.c_dim
+        was_training = G.training
+        G.eval()
+        out = []
+        try:
+            with torch.no_grad():
+                for i in range(0, n, batch):
+                    zi = z[i:i + batch].to(self.device)
+                    ci = c[i:i + batch].to(self.device) if c is not None else None
+                    out.append(G(zi, ci).float().cpu())
+        finally:
+            G.train(was_training)
+        return torch.cat(out)
