@@ -1,4 +1,5 @@
-"""The `ganfast` command: `ganfast info`, `ganfast bench OP`.
+"""The `ganfast` command: `ganfast info`, `ganfast bench OP`, `ganfast train`, `ganfast generate`,
+`ganfast metrics`.
 
 Each subcommand is an `_add_<name>(subparsers)` that registers its arguments and a handler
 `args -> exit code`; later subcommands (train, generate, metrics) are added the same way.
@@ -119,6 +120,217 @@ def _bench(args) -> int:
     return 0
 
 
+# ---- ganfast train / generate / metrics ----
+
+def _float_above(minimum: float):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or not value > minimum:
+            raise argparse.ArgumentTypeError(f"expected a number > {minimum}, got {text!r}")
+        return value
+    parse.__name__ = f"number > {minimum}"
+    return parse
+
+
+def _key_values(text: str) -> dict:
+    """'a=1,b=0.5,c=relu' -> {'a': 1, 'b': 0.5, 'c': 'relu'} (JSON values where they parse)."""
+    out = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"expected key=value pairs separated by commas, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _add_train(sub) -> None:
+    from ganfast.training.amp import AMP_MODES
+    from ganfast.training.loop import TRAINING_LOSSES
+    from ganfast.training.run import DEFAULT_PRESET, RunOptions
+    d = RunOptions()
+    p = sub.add_parser(
+        "train", help="train a GAN (default: a small StyleGAN2 on the built-in Fashion-MNIST, ~10 min on a CPU)",
+        description="Train a model preset on a dataset with its family's recipe (losses, regularizers, EMA); "
+                    "writes a progress log, sample grids, checkpoints, metrics and curves to --out. Several "
+                    "processes: launch with torchrun (see the README).")
+    p.add_argument("--preset", default=DEFAULT_PRESET, help=f"model preset (default {DEFAULT_PRESET}; "
+                   "`ganfast info` lists them)")
+    p.add_argument("--data", default=None, help="'fashion-mnist' (default: the built-in set), a folder of images "
+                   "(sub-folders = classes), a .zip of images or a .npz array file")
+    p.add_argument("--out", default=d.out, help=f"run directory (default {d.out})")
+    p.add_argument("--kimg", type=_float_above(0), default=d.kimg, help=f"thousands of real images to train on "
+                   f"(default {d.kimg})")
+    p.add_argument("--batch", type=_int_at_least(1), default=d.batch, help=f"images per step, all processes (default {d.batch})")
+    p.add_argument("--batch-gpu", type=_int_at_least(1), default=None,
+                   help="images per forward pass in one process (gradient accumulation; default batch / processes)")
+    p.add_argument("--snap", type=_float_above(0), default=d.snap_kimg,
+                   help=f"checkpoint + metrics interval in kimg (default {d.snap_kimg}; a run always ends with one)")
+    p.add_argument("--tick", type=_float_above(0), default=d.tick_kimg,
+                   help=f"log line + sample grid interval in kimg (default {d.tick_kimg})")
+    p.add_argument("--resume", default=None, help="'auto' (newest checkpoint in --out) or a checkpoint directory")
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    p.add_argument("--amp", choices=AMP_MODES, default="none", help="mixed precision (default none)")
+    p.add_argument("--compile", action="store_true", help="torch.compile G and D for the main (not the "
+                   "regularization) phases")
+    p.add_argument("--xflip", action="store_true", help="add mirrored images to the dataset")
+    p.add_argument("--workers", type=_int_at_least(0), default=0, help="data loader processes (image folders / zips)")
+    p.add_argument("--loss", choices=TRAINING_LOSSES, default=None, help="override the family's loss")
+    p.add_argument("--lr", type=_float_above(0), default=None, help="override the learning rate (both networks)")
+    p.add_argument("--r1-gamma", type=float, default=None, help="R1 weight (0: off)")
+    p.add_argument("--pl-weight", type=float, default=None, help="path-length weight (0: off; StyleGAN2 only)")
+    p.add_argument("--ema-kimg", type=float, default=None, help="G EMA half-life in kimg (0: off)")
+    p.add_argument("--n-critic", type=_int_at_least(1), default=None, help="D steps per G step")
+    p.add_argument("--label-smoothing", type=float, default=None, help="one-sided label smoothing (e.g. 0.1)")
+    p.add_argument("--gp-weight", type=float, default=None, help="WGAN-GP / DRAGAN lambda")
+    p.add_argument("--set", type=_key_values, default={}, metavar="K=V,...",
+                   help="any other TrainingConfig field, e.g. --set r1_interval=8,replay_fraction=0.5,replay_size=512")
+    p.add_argument("--model", type=_key_values, default={}, metavar="K=V,...",
+                   help="preset builder overrides, e.g. --model channel_max=128")
+    p.add_argument("--metrics", default=",".join(d.metrics), help=f"comma-separated metrics at each snapshot "
+                   f"(default {','.join(d.metrics)}; 'none' for none; see `ganfast metrics -h`)")
+    p.add_argument("--metrics-images", type=_int_at_least(2), default=d.metrics_images,
+                   help=f"real and generated images per evaluation (default {d.metrics_images})")
+    p.add_argument("--inception-weights", default=None, help="TorchScript Inception file for inception_fid / is")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(handler=_train, parser=p)
+
+
+def _metric_names(text: str, parser) -> tuple:
+    from ganfast.metrics import METRICS
+    if text in ("", "none"):
+        return ()
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        parser.error(f"--metrics: unknown {unknown}; valid: {', '.join(METRICS)}")
+    return names
+
+
+def _train(args) -> int:
+    from ganfast.training.run import RunOptions, run_training
+    overrides = dict(args.set)
+    for flag, field in (("loss", "loss"), ("lr", "lr"), ("r1_gamma", "r1_gamma"), ("pl_weight", "pl_weight"),
+                        ("ema_kimg", "ema_kimg"), ("n_critic", "n_critic"), ("label_smoothing", "label_smoothing"),
+                        ("gp_weight", "gp_weight")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[field] = value
+    if "lr" in overrides:               # one learning rate for both networks, whatever the recipe split
+        overrides.setdefault("g_lr", None)
+        overrides.setdefault("d_lr", None)
+    options = RunOptions(preset=args.preset, data=args.data, out=args.out, kimg=args.kimg, batch=args.batch,
+                         batch_gpu=args.batch_gpu, snap_kimg=args.snap, tick_kimg=args.tick, resume=args.resume,
+                         seed=args.seed, device=args.device, amp=args.amp, compile=args.compile, xflip=args.xflip,
+                         workers=args.workers, metrics=_metric_names(args.metrics, args.parser),
+                         metrics_images=args.metrics_images, inception_weights=args.inception_weights,
+                         model_overrides=args.model, training_overrides=overrides, progress=args.progress)
+    try:
+        run_training(options)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"ganfast train: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="images from a trained checkpoint: a grid, interpolation strips, class rows",
+                       description="Sample the EMA generator of a checkpoint (or a run directory's newest).")
+    p.add_argument("--ckpt", required=True, help="checkpoint directory, or a run directory")
+    p.add_argument("--n", type=_int_at_least(1), default=64, help="images in the grid (default 64)")
+    p.add_argument("--truncation", type=_float_above(0), default=1.0,
+                   help="truncation psi for style-based G, else the truncated-normal threshold (default 1: none)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--out", default="grid.png", help="PNG to write (default grid.png)")
+    p.add_argument("--interpolate", type=_int_at_least(2), default=None, metavar="STEPS",
+                   help="instead of a grid: --n rows, each a strip of STEPS images between two latents")
+    p.add_argument("--classes", action="store_true",
+                   help="for a conditional G: one row per class, --n images per row")
+    p.add_argument("--scale", type=_int_at_least(1), default=2, help="pixel upscale of the PNG (default 2)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.set_defaults(handler=_generate, parser=p)
+
+
+def _generate(args) -> int:
+    import torch
+
+    from ganfast.training.run import generate_images, load_generator
+    from ganfast.training.visualize import save_image_grid
+    try:
+        G, _ = load_generator(args.ckpt, device=args.device)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"ganfast generate: error: {e}", file=sys.stderr)
+        return 2
+    if args.classes and not getattr(G, "c_dim", 0):
+        args.parser.error("--classes: this generator is unconditional")
+    if args.interpolate:
+        gen = torch.Generator().manual_seed(args.seed)
+        ends = torch.randn(2, args.n, G.z_dim, generator=gen)
+        t = torch.linspace(0, 1, args.interpolate).view(1, -1, 1)
+        z = (ends[0][:, None] * (1 - t) + ends[1][:, None] * t).reshape(-1, G.z_dim)    # [n * steps, z_dim]
+        c = (torch.arange(args.n) % G.c_dim).repeat_interleave(args.interpolate) if getattr(G, "c_dim", 0) else None
+        images = generate_images(G, z.shape[0], device=args.device, c=c, truncation=args.truncation, z=z)
+        ncols = args.interpolate
+    elif args.classes:
+        c = torch.arange(G.c_dim).repeat_interleave(args.n)
+        images = generate_images(G, c.numel(), seed=args.seed, device=args.device, c=c, truncation=args.truncation)
+        ncols = args.n
+    else:
+        images = generate_images(G, args.n, seed=args.seed, device=args.device, truncation=args.truncation)
+        ncols = None
+    path = save_image_grid(images, args.out, ncols=ncols, scale=args.scale)
+    print(f"wrote {path} ({images.shape[0]} images)")
+    return 0
+
+
+def _add_metrics(sub) -> None:
+    p = sub.add_parser("metrics", help="quality metrics of a run's generator against its data",
+                       description="Compute metrics for a run directory's newest checkpoint (or --ckpt) and append "
+                                   "them to the run's metrics.jsonl.")
+    p.add_argument("--run", required=True, help="run directory (or a checkpoint directory)")
+    p.add_argument("--metrics", default="swd,fid,kid,pr", help="comma-separated: swd, fid, kid, pr (classifier "
+                   "features), inception_fid, inception_kid, is (need --inception-weights); default swd,fid,kid,pr")
+    p.add_argument("--n", type=_int_at_least(2), default=2000, help="real and generated images (default 2000)")
+    p.add_argument("--inception-weights", default=None, help="TorchScript Inception file")
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.set_defaults(handler=_metrics, parser=p)
+
+
+def _metrics(args) -> int:
+    from pathlib import Path
+
+    from ganfast.data import open_dataset
+    from ganfast.training.run import evaluate_generator, load_generator
+    names = _metric_names(args.metrics, args.parser)
+    if not names:
+        args.parser.error("--metrics: name at least one metric")
+    try:
+        G, meta = load_generator(args.run, device=args.device)
+        run = meta["config"]["run"]
+        dataset = open_dataset(run.get("data"), resolution=G.img_resolution, channels=G.img_channels,
+                               xflip=run.get("xflip", False))
+        values = evaluate_generator(G, dataset, names, args.n, seed=args.seed, device=args.device,
+                                    inception_weights=args.inception_weights)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"ganfast metrics: error: {e}", file=sys.stderr)
+        return 2
+    row = {"kimg": (meta.get("cur_nimg") or 0) / 1000, "step": meta.get("step"), "tag": "ganfast metrics",
+           "n": args.n, **values}
+    run_dir = Path(args.run)
+    if (run_dir / "run.json").exists():
+        with open(run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+    print(json.dumps(row, indent=2))
+    return 0
+
+
 # ---- entry point ----
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_info(sub)
     _add_bench(sub)
+    _add_train(sub)
+    _add_generate(sub)
+    _add_metrics(sub)
     return parser
 
 

@@ -363,3 +363,8 @@ register_preset("stylegan2-32", "stylegan2", build_stylegan2, resolution=32, cha
                 num_fp16_res=4, conv_clamp=256,
                 description=f"StyleGAN2 at 32x32 (CIFAR-10): {_NV}'s cifar config (2-layer mapping, 512 channels)",
                 published="StyleGAN2-ADA cifar config: ~20M G, ~20M D (approximate, paper Table)")
+register_preset("stylegan2-32-fmnist", "stylegan2", build_stylegan2, resolution=32, img_channels=1, z_dim=128,
+                w_dim=128, channel_base=2048, channel_max=64, mapping_layers=2, style_mixing_prob=0.0,
+                description="a small StyleGAN2 for 32x32 grayscale (Fashion-MNIST on a CPU): 64 channels at every "
+                            "resolution, z/w 128, 2-layer mapping; `ganfast train`'s default",
+                published="none (a CPU-sized config of ours)")

@@ -25,6 +25,7 @@ global RNG (model noise inputs, penalty sampling) is seeded from (seed, rank, st
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import time
@@ -313,6 +314,10 @@ class Trainer:
         self.keep_checkpoints = keep_checkpoints
         self.last_checkpoint: Optional[Path] = None
         self._saved_step: Optional[int] = None     # the step of the last save / resume, on every rank
+        # wall seconds of each phase call ('D main', 'D reg', 'G main', 'G reg', 'EMA'), for
+        # benchmarks and sec/kimg breakdowns; CUDA work is synchronized only when profile_phases is set
+        self.phase_seconds: dict[str, collections.deque] = {}      # the last 1000 calls per phase
+        self.profile_phases = False
         self._bad_names: list[str] = []
         if ctx.distributed:
             self._seed_global_rng()
@@ -553,24 +558,25 @@ class Trainer:
         self._bad_names = []
         stats: dict[str, torch.Tensor] = {}
 
-        def merge(s):
+        def merge(s, scale=1.0):
             for k, v in s.items():
+                v = v * scale if scale != 1.0 else v
                 stats[k] = v if k not in stats else stats[k] + v
 
         for _ in range(cfg.n_critic):
             real, c_real = self._next_real()
             z, c_fake, codes = self._next_latents()
-            merge({k: v / cfg.n_critic for k, v in self._d_main(real, c_real, z, c_fake, codes).items()})
+            merge(self._timed("D main", self._d_main, real, c_real, z, c_fake, codes), 1.0 / cfg.n_critic)
             if self.r1_lazy and self.r1_schedule.due(p.d_steps):
-                merge(self._d_reg(real, c_real))
+                merge(self._timed("D reg", self._d_reg, real, c_real))
             p.d_steps += 1
             p.cur_nimg += cfg.batch
         z, c_fake, codes = self._next_latents()
-        merge(self._g_main(z, c_fake, codes))
+        merge(self._timed("G main", self._g_main, z, c_fake, codes))
         if self.pl is not None and self.pl_schedule.due(p.step):
-            merge(self._g_reg(z, c_fake))
+            merge(self._timed("G reg", self._g_reg, z, c_fake))
         if self.ema is not None:
-            stats["ema_beta"] = torch.tensor(self.ema.update(p.cur_nimg, cfg.batch))
+            stats["ema_beta"] = torch.tensor(self._timed("EMA", self.ema.update, p.cur_nimg, cfg.batch))
         p.step += 1
 
         names = sorted(stats)
@@ -583,6 +589,17 @@ class Trainer:
                 self._stop_non_finite()
         else:
             p.bad_in_a_row = 0
+        return out
+
+    def _timed(self, name: str, fn, *args):
+        sync = self.profile_phases and self.device.type == "cuda"
+        if sync:
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        out = fn(*args)
+        if sync:
+            torch.cuda.synchronize(self.device)
+        self.phase_seconds.setdefault(name, collections.deque(maxlen=1000)).append(time.perf_counter() - t0)
         return out
 
     def _stop_non_finite(self) -> None:

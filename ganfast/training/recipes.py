@@ -1,0 +1,47 @@
+"""Training defaults per model family: the settings each family's paper or reference code trains
+with, so `ganfast train --preset NAME` needs no other flag. Any field can still be overridden.
+
+    stylegan2 / stylegan   non-saturating, Adam lr 0.002 betas (0, 0.99), lazy R1 (gamma scaled
+                           with resolution^2 / batch as StyleGAN2-ADA's auto config), lazy path
+                           length (weight 2, every 4 G steps; StyleGAN2 only), G EMA half-life 10 kimg
+    biggan                 hinge, Adam G 1e-4 / D 4e-4 betas (0, 0.999), orthogonal reg. 1e-4, 2 D
+                           steps per G step, EMA (BigGAN)
+    sagan                  hinge, Adam G 1e-4 / D 4e-4 betas (0, 0.9) (two time-scale update rule)
+    sngan                  hinge, Adam lr 2e-4 betas (0, 0.9), 5 D steps per G step (n_dis = 5)
+    dcgan, cgan, acgan,    non-saturating, Adam lr 2e-4 betas (0.5, 0.999) (the DCGAN paper), no EMA
+    infogan
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["FAMILY_RECIPES", "recipe_for", "auto_r1_gamma"]
+
+_DCGAN = {"loss": "nonsaturating", "lr": 2e-4, "betas": (0.5, 0.999), "ema_kimg": 0.0}
+
+FAMILY_RECIPES: dict[str, dict[str, Any]] = {
+    "stylegan2": {"loss": "nonsaturating", "lr": 0.002, "betas": (0.0, 0.99), "r1_interval": 16, "pl_weight": 2.0,
+                  "pl_interval": 4, "ema_kimg": 10.0, "ema_rampup": 0.05},
+    "stylegan": {"loss": "nonsaturating", "lr": 0.002, "betas": (0.0, 0.99), "r1_interval": 16, "ema_kimg": 10.0,
+                 "ema_rampup": 0.05},
+    "biggan": {"loss": "hinge", "g_lr": 1e-4, "d_lr": 4e-4, "betas": (0.0, 0.999), "ortho_beta": 1e-4,
+               "n_critic": 2, "ema_kimg": 10.0, "ema_rampup": None},
+    "sagan": {"loss": "hinge", "g_lr": 1e-4, "d_lr": 4e-4, "betas": (0.0, 0.9), "ema_kimg": 0.0},
+    "sngan": {"loss": "hinge", "lr": 2e-4, "betas": (0.0, 0.9), "n_critic": 5, "ema_kimg": 0.0},
+    "dcgan": dict(_DCGAN), "cgan": dict(_DCGAN), "acgan": dict(_DCGAN), "infogan": dict(_DCGAN),
+}
+
+
+def auto_r1_gamma(resolution: int, batch: int) -> float:
+    """StyleGAN2-ADA's automatic R1 weight: 0.0002 * resolution^2 / batch."""
+    return 0.0002 * resolution ** 2 / batch
+
+
+def recipe_for(family: str, resolution: int, batch: int) -> dict[str, Any]:
+    """The TrainingConfig fields for a model family at this resolution and batch size."""
+    if family not in FAMILY_RECIPES:
+        raise ValueError(f"recipe_for: no training recipe for family {family!r}; known: {sorted(FAMILY_RECIPES)}")
+    recipe = dict(FAMILY_RECIPES[family])
+    if family in ("stylegan2", "stylegan"):
+        recipe["r1_gamma"] = auto_r1_gamma(resolution, batch)
+    return recipe

@@ -1,0 +1,348 @@
+"""A training run as `ganfast train` drives it: model preset + dataset + family recipe ->
+Trainer, with a progress bar, a JSON Lines log of every tick, sample grids from fixed latents,
+checkpoints and quality metrics every snapshot, and curves at the end.
+
+Run directory (`out`):
+    run.json            what was asked (preset, data, options) and the resolved TrainingConfig
+    log.jsonl           one line per tick: kimg, step, sec/kimg, losses averaged over the tick
+    metrics.jsonl       one line per evaluation (at the start and every snapshot, and at the end)
+    samples/            grid-<images seen>img.png from fixed latents every tick, latest.png
+    checkpoints/        ganfast.training.checkpoint directories, the last K kept
+    curves.png          losses and metrics against kimg (matplotlib)
+    summary.json        first and last metrics, time, images/s
+`load_generator(path)` rebuilds the EMA generator of a run or checkpoint (for generate / metrics).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import torch
+
+from ganfast.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, checkpoint_problem
+from ganfast.training.loop import Trainer, TrainingConfig
+from ganfast.training.recipes import recipe_for
+from ganfast.training.visualize import read_jsonl, save_curves, save_image_grid
+
+__all__ = ["RunOptions", "DEFAULT_PRESET", "run_training", "load_generator", "evaluate_generator", "real_images",
+           "generate_images"]
+
+DEFAULT_PRESET = "stylegan2-32-fmnist"
+PathLike = Union[str, Path]
+
+
+@dataclass
+class RunOptions:
+    """What `ganfast train` takes (its flags map one to one)."""
+    preset: str = DEFAULT_PRESET
+    data: Optional[str] = None                 # None / "fashion-mnist": the built-in dataset
+    out: str = "runs/default"
+    kimg: float = 12.0
+    batch: int = 32
+    batch_gpu: Optional[int] = None
+    snap_kimg: float = 4.0                     # checkpoint + metrics interval
+    tick_kimg: float = 1.0                     # log line + sample grid interval
+    resume: Optional[str] = None               # None, "auto" or a checkpoint directory
+    seed: int = 0
+    device: Optional[str] = None               # None: cuda when available
+    amp: str = "none"
+    compile: bool = False
+    xflip: bool = False
+    workers: int = 0
+    metrics: Sequence[str] = ("swd", "fid", "kid")
+    metrics_images: int = 2000
+    inception_weights: Optional[str] = None
+    grid: int = 64                             # samples in each grid
+    model_overrides: dict = field(default_factory=dict)      # preset builder kwargs
+    training_overrides: dict = field(default_factory=dict)   # TrainingConfig fields
+    progress: bool = True
+
+
+def _log(ctx, message: str) -> None:
+    if ctx.is_main:
+        print(message, flush=True)
+
+
+def real_images(dataset, n: int, seed: int = 0) -> torch.Tensor:
+    """n images [n, C, R, R] in [-1, 1] drawn without replacement (with, if the set is smaller)."""
+    gen = torch.Generator().manual_seed(seed)
+    count = len(dataset)
+    idx = torch.randperm(count, generator=gen)[:n] if n <= count else torch.randint(count, (n,), generator=gen)
+    if hasattr(dataset, "get_batch"):
+        return dataset.get_batch(idx.tolist())[0]
+    return torch.stack([dataset[int(i)][0] for i in idx])
+
+
+@torch.no_grad()
+def generate_images(G, n: int, seed: int = 0, device=None, batch: int = 64, c: Optional[torch.Tensor] = None,
+                    truncation: float = 1.0, z: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """n images [n, C, R, R] in [-1, 1] (clamped) from G in eval mode, latents z [n, z_dim] (default:
+    drawn from `seed`). Labels cycle through the classes for a conditional G unless c is given.
+    truncation < 1: truncation_psi for style-based generators, else BigGAN's truncated normal at
+    that threshold. Style-based generators use their constant noise inputs, so the same latents
+    always give the same images."""
+    device = device or next(G.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, G.z_dim, generator=gen) if z is None else z
+    style_based = hasattr(G, "mapping")
+    if truncation < 1 and not style_based:      # resample |z| > threshold (BigGAN's truncation trick)
+        for _ in range(1000):
+            outside = z.abs() > truncation
+            if not outside.any():
+                break
+            z[outside] = torch.randn(int(outside.sum()), generator=gen)
+    c_dim = getattr(G, "c_dim", 0)
+    if c_dim and c is None:
+        c = torch.arange(n) % c_dim
+    was_training = G.training
+    G.eval()
+    out = []
+    try:
+        for i in range(0, n, batch):
+            zi = z[i:i + batch].to(device)
+            ci = c[i:i + batch].to(device) if c is not None else None
+            kwargs = {"truncation_psi": truncation, "noise_mode": "const"} if style_based else {}
+            out.append(G(zi, ci, **kwargs).float().clamp(-1, 1).cpu())
+    finally:
+        G.train(was_training)
+    return torch.cat(out)
+
+
+def evaluate_generator(G, dataset, names: Sequence[str], n: int, seed: int = 0, device=None,
+                       inception_weights=None, reals: Optional[torch.Tensor] = None) -> dict[str, float]:
+    """compute_metrics of n generated images against n real ones from `dataset`."""
+    from ganfast.metrics import compute_metrics
+    real = reals if reals is not None else real_images(dataset, n, seed=seed + 1)
+    fake = generate_images(G, n, seed=seed + 2, device=device)
+    if fake.shape[1] != real.shape[1]:
+        raise ValueError(f"evaluate_generator: G makes {fake.shape[1]}-channel images, the data has {real.shape[1]}")
+    return compute_metrics(list(names), real, fake, inception_weights=inception_weights, seed=seed)
+
+
+def _build(options: RunOptions):
+    import ganfast.models as models
+    from ganfast.data import open_dataset
+    preset = models.get_preset(options.preset)          # raises, listing the valid names
+    resolution = options.model_overrides.get("resolution", preset.kwargs.get("resolution"))
+    channels = options.model_overrides.get("img_channels", preset.kwargs.get("img_channels", 3))
+    dataset = open_dataset(options.data or "fashion-mnist", resolution=resolution, channels=channels,
+                           xflip=options.xflip)
+    gan = models.create(options.preset, seed=options.seed, **options.model_overrides)
+    if gan.c_dim and dataset.num_classes != gan.c_dim:
+        raise ValueError(f"preset {options.preset!r} is conditional with {gan.c_dim} classes, but the data "
+                         f"{options.data or 'fashion-mnist'!r} has {dataset.num_classes} labelled classes "
+                         f"(pass a labelled dataset, or override c_dim)")
+    return preset, gan, dataset
+
+
+def _training_config(options: RunOptions, family: str, resolution: int) -> TrainingConfig:
+    fields = recipe_for(family, resolution, options.batch)
+    fields.update(batch=options.batch, batch_gpu=options.batch_gpu, amp=options.amp, compile=options.compile,
+                  seed=options.seed)
+    fields.update(options.training_overrides)
+    return TrainingConfig(**fields)
+
+
+def _check_resume_preset(path: Path, options: RunOptions) -> None:
+    meta = json.loads((path / "meta.json").read_text())
+    saved = ((meta.get("config") or {}).get("run") or {}).get("preset")
+    if saved is not None and saved != options.preset:
+        raise ValueError(f"--resume: {path} is a checkpoint of preset {saved!r}, but this run trains "
+                         f"{options.preset!r} (pass --preset {saved}, or another --out)")
+
+
+def run_training(options: RunOptions) -> dict[str, Any]:
+    """Train as described by `options`; returns the summary (also written to out/summary.json)."""
+    from ganfast.training.distributed import init_distributed, shutdown_distributed
+    ctx = init_distributed(options.device)
+    out = Path(options.out)
+    preset, gan, dataset = _build(options)
+    config = _training_config(options, preset.family, gan.img_resolution)
+    run_config = {"preset": options.preset, "model_overrides": dict(options.model_overrides),
+                  "data": options.data or "fashion-mnist", "xflip": options.xflip}
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    ctx.barrier()
+    trainer = Trainer(gan.G, gan.D, dataset, config, run_dir=out, run_config=run_config, ctx=ctx,
+                      num_workers=options.workers)
+    resumed = None
+    if options.resume is not None:
+        from ganfast.training.checkpoint import resolve_resume
+        path = resolve_resume(out, options.resume)
+        if path is not None:
+            _check_resume_preset(path, options)
+            resumed = trainer.resume(path)
+    if ctx.is_main:
+        (out / "run.json").write_text(json.dumps(
+            {"options": {k: v for k, v in dataclasses.asdict(options).items()}, "training": config.to_dict(),
+             "run": run_config, "dataset": {"name": getattr(dataset, "name", None), "size": len(dataset),
+                                             "classes": dataset.num_classes}, "world_size": ctx.world_size,
+             "device": str(ctx.device), "parameters": gan.parameter_counts()}, indent=2, default=str))
+    _log(ctx, f"ganfast train: {options.preset} ({gan.parameter_counts()['G']:,} G / "
+              f"{gan.parameter_counts()['D']:,} D parameters) on {getattr(dataset, 'name', 'data')} "
+              f"({len(dataset):,} images, {dataset.channels}x{gan.img_resolution}x{gan.img_resolution}); "
+              f"{options.kimg} kimg, batch {config.batch}, {config.loss} loss, amp {config.amp}, "
+              f"{ctx.world_size} process(es) on {ctx.device}; run dir {out}"
+              + (f"; resumed from {resumed}" if resumed else ""))
+
+    total_nimg = int(round(options.kimg * 1000))
+    tick_nimg = max(1, int(round(options.tick_kimg * 1000)))
+    snap_nimg = max(1, int(round(options.snap_kimg * 1000)))
+    reals = real_images(dataset, options.metrics_images, seed=options.seed + 1) if options.metrics else None
+
+    def evaluate(tag: str) -> Optional[dict]:
+        if not options.metrics or not ctx.is_main:
+            return None
+        t0 = time.time()
+        G_eval = trainer.ema.module if trainer.ema is not None else trainer.G
+        values = evaluate_generator(G_eval, dataset, options.metrics, options.metrics_images, seed=options.seed,
+                                    device=ctx.device, inception_weights=options.inception_weights, reals=reals)
+        row = {"kimg": trainer.progress.cur_nimg / 1000, "step": trainer.progress.step, "tag": tag, **values,
+               "seconds": round(time.time() - t0, 2)}
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if k in ("fid", "kid", "swd_avg", "precision",
+                                                                               "recall", "is", "inception_fid"))
+        _log(ctx, f"[metrics @ {row['kimg']:.4g} kimg] {shown} ({row['seconds']} s)")
+        return row
+
+    def write_grid() -> None:
+        if not ctx.is_main:
+            return
+        G_eval = trainer.ema.module if trainer.ema is not None else trainer.G
+        images = generate_images(G_eval, options.grid, seed=options.seed + 3, device=ctx.device)
+        path = save_image_grid(images, out / "samples" / f"grid-{trainer.progress.cur_nimg:09d}img.png", scale=2)
+        save_image_grid(images, out / "samples" / "latest.png", scale=2)
+        return path
+
+    first_metrics = evaluate("start") if resumed is None else None
+    if resumed is None:
+        write_grid()
+
+    bar = None
+    if ctx.is_main and options.progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total_nimg, initial=min(trainer.progress.cur_nimg, total_nimg), unit="img",
+                   dynamic_ncols=True, file=sys.stderr)
+    tick_stats: dict[str, list] = {}
+    tick_start, tick_nimg_start = time.time(), trainer.progress.cur_nimg
+    run_start, run_nimg_start = time.time(), trainer.progress.cur_nimg
+    next_tick = (trainer.progress.cur_nimg // tick_nimg + 1) * tick_nimg
+    next_snap = (trainer.progress.cur_nimg // snap_nimg + 1) * snap_nimg
+    last_snap_nimg = trainer.progress.cur_nimg if resumed else None
+    try:
+        while trainer.progress.cur_nimg < total_nimg:
+            before = trainer.progress.cur_nimg
+            stats = trainer.step()
+            for k, v in stats.items():
+                tick_stats.setdefault(k, []).append(v)
+            cur = trainer.progress.cur_nimg
+            if bar is not None:
+                bar.update(min(cur, total_nimg) - min(before, total_nimg))
+                bar.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in stats.items()
+                                 if k in ("loss_D", "loss_G")}, refresh=False)
+            done = cur >= total_nimg
+            if cur >= next_tick or done:
+                elapsed = time.time() - tick_start
+                row = {"kimg": cur / 1000, "step": trainer.progress.step,
+                       "sec_per_kimg": elapsed / max(cur - tick_nimg_start, 1) * 1000,
+                       "time": round(time.time() - run_start, 2),
+                       **{k: sum(v) / len(v) for k, v in tick_stats.items()}}
+                if ctx.is_main:
+                    with open(out / "log.jsonl", "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    if bar is not None:
+                        bar.set_postfix({"D": f"{row.get('loss_D', float('nan')):.3f}",
+                                         "G": f"{row.get('loss_G', float('nan')):.3f}",
+                                         "s/kimg": f"{row['sec_per_kimg']:.1f}"})
+                write_grid()
+                tick_stats, tick_start, tick_nimg_start = {}, time.time(), cur
+                next_tick = (cur // tick_nimg + 1) * tick_nimg
+            if cur >= next_snap or done:
+                trainer.save()
+                last_snap_nimg = cur
+                evaluate("final" if done else "snapshot")
+                next_snap = (cur // snap_nimg + 1) * snap_nimg
+        if last_snap_nimg != trainer.progress.cur_nimg:     # e.g. resumed at the end already
+            trainer.save()
+    finally:
+        if bar is not None:
+            bar.close()
+
+    summary: dict[str, Any] = {}
+    if ctx.is_main:
+        rows = read_jsonl(out / "metrics.jsonl")
+        seconds = time.time() - run_start
+        nimg = trainer.progress.cur_nimg - run_nimg_start
+        summary = {"preset": options.preset, "kimg": trainer.progress.cur_nimg / 1000, "steps": trainer.progress.step,
+                   "seconds": round(seconds, 1), "images_per_second": round(nimg / seconds, 2) if seconds else None,
+                   "sec_per_kimg": round(seconds / nimg * 1000, 2) if nimg else None,
+                   "first_metrics": rows[0] if rows else None, "last_metrics": rows[-1] if rows else None,
+                   "checkpoint": str(trainer.last_checkpoint), "skipped_phases": trainer.progress.bad_total}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        curves = save_curves(read_jsonl(out / "log.jsonl"), rows, out / "curves.png")
+        _log(ctx, f"done: {summary['kimg']:.1f} kimg in {summary['seconds']} s ({summary['sec_per_kimg']} sec/kimg); "
+                  f"samples {out / 'samples' / 'latest.png'}; "
+                  + (f"curves {curves}; " if curves else "curves skipped (matplotlib not installed); ")
+                  + f"checkpoint {trainer.last_checkpoint}")
+        if first_metrics and rows:
+            for k in ("fid", "kid", "swd_avg"):
+                if k in first_metrics and k in rows[-1]:
+                    _log(ctx, f"  {k}: {first_metrics[k]:.4g} at start -> {rows[-1][k]:.4g} now")
+    shutdown_distributed(ctx)
+    return summary
+
+
+def _checkpoint_path(path: PathLike) -> Path:
+    """A checkpoint directory, or the newest complete one of a run directory."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"--ckpt/--run: {str(path)!r} does not exist")
+    if (path / "meta.json").exists():
+        problem = checkpoint_problem(path)
+        if problem:
+            raise ValueError(f"{path} is not a complete checkpoint: {problem}")
+        return path
+    newest = latest_checkpoint(path)
+    if newest is None:
+        raise ValueError(f"{path} holds no complete checkpoint (expected a checkpoint directory, or a run "
+                         f"directory with checkpoints/ckpt-*)")
+    return newest
+
+
+def load_generator(path: PathLike, device: Union[str, torch.device] = "cpu", use_ema: bool = True):
+    """(G, meta) from a checkpoint directory or a run directory (its newest checkpoint): the
+    preset is rebuilt from the checkpoint's run config and the EMA weights loaded (G's when the
+    run kept no EMA or use_ema=False)."""
+    import ganfast.models as models
+    ckpt = _checkpoint_path(path)
+    meta = json.loads((ckpt / "meta.json").read_text())
+    run = (meta.get("config") or {}).get("run") or {}
+    if "preset" not in run:
+        raise ValueError(f"{ckpt} was not written by `ganfast train` (its config names no preset); build the "
+                         f"model yourself and use ganfast.training.checkpoint.load_checkpoint")
+    G = models.create(run["preset"], **run.get("model_overrides", {})).G
+    name = "G_ema" if use_ema and "G_ema" in meta["objects"] else "G"
+    holder = _Holder(G) if name == "G_ema" else G
+    load_checkpoint(ckpt, {name: holder}, map_location="cpu", restore_rng=False, partial=True)
+    return G.to(device).eval().requires_grad_(False), meta
+
+
+class _Holder:
+    """Loads an EMA entry (a module state dict saved through EMA.state_dict) into a plain module."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def state_dict(self):
+        return self.module.state_dict()
+
+    def load_state_dict(self, state):
+        self.module.load_state_dict(state)

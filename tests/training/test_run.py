@@ -1,0 +1,139 @@
+"""`ganfast train / generate / metrics` end to end on tiny models (ganfast.training.run and the CLI)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ganfast.cli import main
+from ganfast.training.checkpoint import list_checkpoints
+from ganfast.training.visualize import image_grid, read_jsonl
+
+# stylegan2-32-fmnist shrunk to seconds: 8 channels, z/w 16
+TINY = "channel_max=8,channel_base=256,z_dim=16,w_dim=16"
+
+
+def train(out, *extra):
+    argv = ["train", "--out", str(out), "--model", TINY, "--kimg", "0.024", "--batch", "8", "--tick", "0.008",
+            "--snap", "0.016", "--metrics", "swd", "--metrics-images", "16", "--no-progress", *extra]
+    return main(argv)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert train(out) == 0
+    return out
+
+
+def test_train_writes_log_samples_checkpoints_metrics_and_curves(run_dir):
+    log = read_jsonl(run_dir / "log.jsonl")
+    assert [row["step"] for row in log] == [1, 2, 3]
+    assert all(row["sec_per_kimg"] > 0 and "loss_D" in row and "loss_G" in row for row in log)
+    assert log[0]["loss_Dreg"] >= 0 and log[0]["loss_Greg"] >= 0        # lazy R1 / path length ran at step 0
+    # snapshots at 16 images (step 2) and at the end (step 3)
+    assert [p.name for p in list_checkpoints(run_dir)] == ["ckpt-000000002", "ckpt-000000003"]
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    assert [m["tag"] for m in metrics] == ["start", "snapshot", "final"]
+    assert all(m["swd_avg"] > 0 for m in metrics)
+    grids = sorted(p.name for p in (run_dir / "samples").glob("grid-*.png"))
+    assert len(grids) == 4 and (run_dir / "samples" / "latest.png").exists()       # start + 3 ticks
+    picture = np.asarray(Image.open(run_dir / "samples" / "latest.png"))
+    assert picture.shape == (2 * (8 * 33 + 1),) * 2                               # 8x8 grid of 32 px, scale 2
+    assert (run_dir / "curves.png").exists()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["kimg"] == pytest.approx(0.024)
+    assert summary["first_metrics"]["tag"] == "start" and summary["last_metrics"]["tag"] == "final"
+    config = json.loads((run_dir / "run.json").read_text())
+    assert config["training"]["loss"] == "nonsaturating" and config["training"]["pl_weight"] == 2.0
+
+
+def test_resume_auto_continues_to_a_longer_budget(run_dir, tmp_path):
+    import shutil
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    assert train(out, "--resume", "auto", "--kimg", "0.04") == 0
+    log = read_jsonl(out / "log.jsonl")
+    assert [row["step"] for row in log] == [1, 2, 3, 4, 5]
+    assert list_checkpoints(out)[-1].name == "ckpt-000000005"
+
+
+def test_generate_grid_interpolation_and_errors(run_dir, tmp_path, capsys):
+    out = tmp_path / "g.png"
+    assert main(["generate", "--ckpt", str(run_dir), "--n", "6", "--out", str(out), "--scale", "1",
+                 "--truncation", "0.7"]) == 0
+    assert np.asarray(Image.open(out)).shape == (2 * 33 + 1, 3 * 33 + 1)          # 6 images: 3 columns
+    assert main(["generate", "--ckpt", str(run_dir), "--n", "2", "--interpolate", "5", "--out", str(out),
+                 "--scale", "1"]) == 0
+    assert np.asarray(Image.open(out)).shape == (2 * 33 + 1, 5 * 33 + 1)
+    assert main(["generate", "--ckpt", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["generate", "--ckpt", str(run_dir), "--classes", "--out", str(out)])      # unconditional G
+
+
+def test_generate_is_deterministic_and_uses_the_ema_weights(run_dir):
+    from ganfast.training.run import generate_images, load_generator
+    G, meta = load_generator(run_dir)
+    G_raw, _ = load_generator(run_dir, use_ema=False)
+    a, b = generate_images(G, 4, seed=1), generate_images(G, 4, seed=1)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, generate_images(G_raw, 4, seed=1))
+    assert meta["step"] == 3
+
+
+def test_metrics_command_appends_to_the_run(run_dir, capsys):
+    before = len(read_jsonl(run_dir / "metrics.jsonl"))
+    assert main(["metrics", "--run", str(run_dir), "--metrics", "swd", "--n", "16"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["swd_avg"] > 0 and row["step"] == 3
+    assert len(read_jsonl(run_dir / "metrics.jsonl")) == before + 1
+
+
+def test_train_on_a_folder_of_pngs(tmp_path):
+    folder = tmp_path / "my_images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    with pytest.warns(UserWarning, match="broken.png"):
+        assert train(tmp_path / "run", "--data", str(folder), "--kimg", "0.008") == 0
+    config = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert config["dataset"]["size"] == 10
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "/no/such/dir"], "/no/such/dir"),
+    (["--preset", "stylegan9-32"], "stylegan2-32"),                  # the error lists the valid names
+])
+def test_train_errors_a_user_can_act_on(tmp_path, capsys, args, message):
+    assert main(["train", "--out", str(tmp_path / "r"), "--no-progress", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_refuses_an_empty_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--out", str(tmp_path / "r"), "--data", str(tmp_path / "empty"), "--no-progress"]) == 2
+    assert "empty" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_checkpoint_of_another_preset(run_dir, tmp_path, capsys):
+    import shutil
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    assert main(["train", "--out", str(out), "--preset", "dcgan-32", "--resume", "auto", "--no-progress",
+                 "--metrics", "none"]) == 2
+    assert "stylegan2-32-fmnist" in capsys.readouterr().err
+
+
+def test_image_grid_layout():
+    images = torch.stack([torch.full((1, 2, 2), v) for v in (-1.0, 0.0, 1.0)])
+    grid = image_grid(images, ncols=2)
+    assert grid.shape == (2 * 3 + 1, 2 * 3 + 1, 1)
+    assert grid[1, 1, 0] == 0 and grid[1, 4, 0] == 128 and grid[4, 1, 0] == 255 and grid[4, 4, 0] == 0
+    with pytest.raises(ValueError, match="images"):
+        image_grid(torch.zeros(2, 2, 4, 4))
