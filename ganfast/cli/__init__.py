@@ -18,17 +18,28 @@ import ganfast
 DTYPES = ("float32", "float16", "bfloat16")
 
 
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
+def _bounded_number(kind, minimum, strict: bool):
+    """An argparse type: `kind` (int or float) >= minimum (> minimum when strict)."""
+    expected = f"{'an integer' if kind is int else 'a number'} {'>' if strict else '>='} {minimum}"
+
+    def parse(text: str):
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
             value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        if value is None or not (value > minimum if strict else value >= minimum):   # NaN fails too
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
-    parse.__name__ = f"integer >= {minimum}"  # argparse names the type in its messages
+    parse.__name__ = expected  # argparse names the type in its messages
     return parse
+
+
+def _int_at_least(minimum: int):
+    return _bounded_number(int, minimum, strict=False)
+
+
+def _float_above(minimum: float):
+    return _bounded_number(float, minimum, strict=True)
 
 
 # ---- ganfast info ----
@@ -121,19 +132,6 @@ def _bench(args) -> int:
 
 
 # ---- ganfast train / generate / metrics ----
-
-def _float_above(minimum: float):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = None
-        if value is None or not value > minimum:
-            raise argparse.ArgumentTypeError(f"expected a number > {minimum}, got {text!r}")
-        return value
-    parse.__name__ = f"number > {minimum}"
-    return parse
-
 
 def _key_values(text: str) -> dict:
     """'a=1,b=0.5,c=relu' -> {'a': 1, 'b': 0.5, 'c': 'relu'} (JSON values where they parse)."""
