@@ -84,6 +84,12 @@ class MappingNetwork(nn.Module):
 
     def forward(self, z: Optional[torch.Tensor], c: Optional[torch.Tensor] = None, truncation_psi: float = 1.0,
                 truncation_cutoff: Optional[int] = None, update_w_avg: Optional[bool] = None) -> torch.Tensor:
+        # float32 even under autocast: the network is tiny, and w (with its running average) steers every layer
+        device_type = (z if z is not None else self.layers[0].weight).device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            return self._forward(z, c, truncation_psi, truncation_cutoff, update_w_avg)
+
+    def _forward(self, z, c, truncation_psi, truncation_cutoff, update_w_avg) -> torch.Tensor:
         parts = []
         if self.z_dim > 0:
             check_latent("MappingNetwork", z, self.z_dim)
@@ -365,6 +371,8 @@ register_preset("stylegan2-32", "stylegan2", build_stylegan2, resolution=32, cha
                 published="StyleGAN2-ADA cifar config: ~20M G, ~20M D (approximate, paper Table)")
 register_preset("stylegan2-32-fmnist", "stylegan2", build_stylegan2, resolution=32, img_channels=1, z_dim=128,
                 w_dim=128, channel_base=2048, channel_max=64, mapping_layers=2, style_mixing_prob=0.0,
+                noise_mode="none",
                 description="a small StyleGAN2 for 32x32 grayscale (Fashion-MNIST on a CPU): 64 channels at every "
-                            "resolution, z/w 128, 2-layer mapping; `ganfast train`'s default",
+                            "resolution, z/w 128, 2-layer mapping, no noise inputs (in short CPU runs they learn "
+                            "speckle before shapes); `ganfast train`'s default",
                 published="none (a CPU-sized config of ours)")

@@ -62,7 +62,8 @@ class EqualizedLinear(torch.nn.Module):
         b = None if self.bias is None else self.bias.to(x.dtype) * self.lr_multiplier
         if self.act == "linear":
             return F.linear(x, w, b)   # one addmm; nothing for bias_act to fuse
-        return bias_act(F.linear(x, w), b, act=self.act, backend=self.backend)
+        y = F.linear(x, w)             # under autocast y may be bf16 / fp16 while x is fp32
+        return bias_act(y, None if b is None else b.to(y.dtype), act=self.act, backend=self.backend)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
@@ -102,6 +103,7 @@ class EqualizedConv2d(torch.nn.Module):
                             flip_weight=self.up == 1, backend=self.backend)
         act_gain = ACTIVATIONS[self.act].def_gain * gain
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        b = None if b is None else b.to(y.dtype)      # autocast may have made y bf16 / fp16
         return bias_act(y, b, act=self.act, gain=act_gain, clamp=clamp, backend=self.backend)
 
     def extra_repr(self) -> str:

@@ -398,13 +398,21 @@ class Trainer:
                 stats[k] = v if k not in stats else stats[k] + v
         stats[name] = total
         ok = self._reduce_and_check(net, opt, scaler, total)
-        if ok:
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-        else:       # skipped: no step, and the scaler (if any) saw no inf check, so no update either
+        if scaler is not None:
+            # fp16: an overflow (inf / NaN gradients, or a NaN loss from an overflowing R1 inner
+            # gradient) is routine while the scale settles; the scaler skips the step and halves the
+            # scale. It counts as a bad phase only once the scale has fallen below 1, where
+            # overflow no longer explains it.
+            scale = scaler.get_scale()
+            if not ok:          # make sure the scaler sees it even if the gradients came out finite
+                next(g for grp in opt.param_groups for g in grp["params"] if g.grad is not None).grad.fill_(math.nan)
+            scaler.step(opt)
+            scaler.update()
+            if scaler.get_scale() < scale and scale < 1:
+                self._bad_phase(name)
+        elif ok:
+            opt.step()
+        else:
             opt.zero_grad(set_to_none=True)
             self._bad_phase(name)
         return stats

@@ -44,7 +44,7 @@ class RunOptions:
     preset: str = DEFAULT_PRESET
     data: Optional[str] = None                 # None / "fashion-mnist": the built-in dataset
     out: str = "runs/default"
-    kimg: float = 12.0
+    kimg: float = 8.0
     batch: int = 32
     batch_gpu: Optional[int] = None
     snap_kimg: float = 4.0                     # checkpoint + metrics interval
@@ -57,7 +57,7 @@ class RunOptions:
     xflip: bool = False
     workers: int = 0
     metrics: Sequence[str] = ("swd", "fid", "kid")
-    metrics_images: int = 2000
+    metrics_images: int = 1000
     inception_weights: Optional[str] = None
     grid: int = 64                             # samples in each grid
     model_overrides: dict = field(default_factory=dict)      # preset builder kwargs

@@ -24,6 +24,18 @@ PRESET_COUNTS = {
     "stylegan-1024": (26212019, 23077137),
 }
 
+def test_fmnist_preset_is_the_small_grayscale_config():
+    # `ganfast train`'s default: 64 channels at every resolution, z / w 128, one channel, no noise
+    gan = gm.create("stylegan2-32-fmnist", seed=0)
+    assert gan.parameter_counts() == {"G": 383627, "D": 337153}
+    assert (gan.img_resolution, gan.img_channels, gan.z_dim, gan.c_dim) == (32, 1, 128, 0)
+    img = gan.G(torch.randn(2, 128))
+    assert img.shape == (2, 1, 32, 32) and gan.D(img).shape == (2,)
+    gan.G.eval()
+    z = torch.randn(2, 128)
+    assert torch.equal(gan.G(z), gan.G(z))                          # no random noise inputs
+
+
 SMALL = dict(z_dim=16, w_dim=16, img_resolution=16, img_channels=3, channel_base=128, channel_max=16,
              mapping_layers=2)
 SMALL_D = dict(img_resolution=16, img_channels=3, channel_base=128, channel_max=16)

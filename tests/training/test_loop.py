@@ -291,3 +291,41 @@ def test_tiny_stylegan2_trains_alike_on_fast_ops_and_reference():
         for k in fast:
             assert fast[k] == pytest.approx(ref[k], rel=rel, abs=abs_), (step, k, fast[k], ref[k])
     assert "loss_Greg" in runs[0][0] and "loss_Dreg" in runs[0][0]
+
+
+# ---- torch.compile of the main phases ----
+
+@pytest.mark.slow
+def test_compiled_main_phases_train_like_eager():
+    # The main phases run compiled; lazy R1 (a double backward) runs eagerly on the same modules.
+    runs = []
+    for compile_ in (False, True):
+        torch._dynamo.reset()
+        t = trainer(r1_gamma=1.0, r1_interval=2, compile=compile_)
+        runs.append(([t.step() for _ in range(3)], params(t.G, t.D)))
+        if compile_:
+            assert t.G_main is not t.G and "loss_Dreg" in runs[-1][0][0]
+    for eager, compiled in zip(runs[0][0], runs[1][0]):
+        assert eager.keys() == compiled.keys()
+        for k in eager:       # Inductor fuses and reorders float ops: equal up to rounding
+            assert compiled[k] == pytest.approx(eager[k], rel=1e-4, abs=1e-5), k
+    torch.testing.assert_close(runs[1][1], runs[0][1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_tiny_stylegan2_trains_under_autocast(amp):
+    # bf16: the mapping network stays float32 and biases follow autocast's output dtype.
+    # fp16: R1's scaled inner gradient overflows at the GradScaler's first scales; the scaler skips
+    # those steps and lowers the scale, and they do not count as bad steps.
+    gen = torch.Generator().manual_seed(0)
+    data = InMemoryImages(torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8, generator=gen), None, name="noise")
+    G, D = tiny_stylegan2(0)
+    t = Trainer(G, D, data, TrainingConfig(batch=4, r1_gamma=1.0, r1_interval=1, pl_weight=2.0, pl_interval=1,
+                                           amp=amp, max_bad_steps=2))
+    stats = [t.step() for _ in range(4)]
+    assert all(math.isfinite(s["loss_D"]) and math.isfinite(s["loss_G"]) for s in stats)
+    assert t.progress.bad_total == 0
+    if amp == "fp16":
+        assert t.scaler_D.get_scale() < 65536.0            # lowered after the overflows
+    else:
+        assert all(math.isfinite(s["r1"]) for s in stats)
