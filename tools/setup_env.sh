@@ -22,5 +22,5 @@ fi
 # Build tools first: the extension is built with --no-build-isolation against the torch above.
 python -m pip install -q ninja pybind11 setuptools wheel
 echo "[setup] installing ganfast (editable) with its CPU extension"
-python -m pip install -q --no-build-isolation -e ".[test,bench]"
+python -m pip install -q --no-build-isolation -e ".[test,bench,tensorboard]"
 python -c "import ganfast, json; from ganfast._ext import build_info; print('[setup] extension build:', json.dumps({k: v.get('built') for k, v in build_info().items() if isinstance(v, dict)}))"

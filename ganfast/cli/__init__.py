@@ -197,6 +197,10 @@ def _add_train(sub) -> None:
                    help=f"real and generated images per evaluation (default {d.metrics_images})")
     p.add_argument("--inception-weights", default=None, help="TorchScript Inception file for inception_fid / is")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--tensorboard", dest="tensorboard", action="store_true", default=None,
+                   help="require TensorBoard events in OUT/tensorboard (default: written when tensorboard is "
+                        "installed)")
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="no TensorBoard events")
     p.set_defaults(handler=_train, parser=p)
 
 
@@ -228,7 +232,8 @@ def _train(args) -> int:
                          seed=args.seed, device=args.device, amp=args.amp, compile=args.compile, xflip=args.xflip,
                          workers=args.workers, metrics=_metric_names(args.metrics, args.parser),
                          metrics_images=args.metrics_images, inception_weights=args.inception_weights,
-                         model_overrides=args.model, training_overrides=overrides, progress=args.progress)
+                         model_overrides=args.model, training_overrides=overrides, progress=args.progress,
+                         tensorboard=args.tensorboard)
     try:
         run_training(options)
     except (ValueError, FileNotFoundError) as e:

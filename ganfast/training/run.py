@@ -9,6 +9,8 @@ Run directory (`out`):
     samples/            grid-<images seen>img.png from fixed latents every tick, latest.png
     checkpoints/        ganfast.training.checkpoint directories, the last K kept
     curves.png          losses and metrics against kimg (matplotlib)
+    tensorboard/        TensorBoard events (tick losses, metrics, sample grids; x axis: images seen)
+                        when the tensorboard package is installed
     summary.json        first and last metrics, time, images/s
 `load_generator(path)` rebuilds the EMA generator of a run or checkpoint (for generate / metrics).
 """
@@ -63,6 +65,47 @@ class RunOptions:
     model_overrides: dict = field(default_factory=dict)      # preset builder kwargs
     training_overrides: dict = field(default_factory=dict)   # TrainingConfig fields
     progress: bool = True
+    tensorboard: Optional[bool] = None         # None: when installed; False: off; True: required
+
+
+class _TensorBoard:
+    """TensorBoard events under out/tensorboard (torch.utils.tensorboard), global step = images
+    seen. `wanted` None: when the tensorboard package is installed; True: required."""
+
+    def __init__(self, out: Path, wanted: Optional[bool], purge_step: Optional[int]):
+        self.writer, self.note = None, None
+        if wanted is False:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            if wanted:
+                raise ValueError("tensorboard: the tensorboard package is not installed "
+                                 "(pip install tensorboard, or turn TensorBoard logging off)") from e
+            self.note = "TensorBoard events skipped (tensorboard not installed)"
+            return
+        # purge_step: on resume, the events after the checkpoint (of a killed run) are dropped
+        self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=purge_step)
+
+    def scalars(self, prefix: str, row: dict, step: int) -> None:
+        if self.writer is None:
+            return
+        for k, v in row.items():
+            if k not in ("kimg", "step", "tag") and isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.writer.add_scalar(f"{prefix}/{k}", v, global_step=step)
+        self.writer.flush()
+
+    def image(self, tag: str, images: torch.Tensor, step: int) -> None:
+        if self.writer is None:
+            return
+        from ganfast.training.visualize import image_grid
+        grid = image_grid(images)                                   # uint8 [H, W, C]
+        self.writer.add_image(tag, grid, global_step=step, dataformats="HWC")
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _log(ctx, message: str) -> None:
@@ -192,6 +235,10 @@ def run_training(options: RunOptions) -> dict[str, Any]:
               f"{ctx.world_size} process(es) on {ctx.device}; run dir {out}"
               + (f"; resumed from {resumed}" if resumed else ""))
 
+    board = _TensorBoard(out, options.tensorboard, trainer.progress.cur_nimg + 1 if resumed else None) \
+        if ctx.is_main else None
+    if board is not None and board.note:
+        _log(ctx, board.note)
     total_nimg = int(round(options.kimg * 1000))
     tick_nimg = max(1, int(round(options.tick_kimg * 1000)))
     snap_nimg = max(1, int(round(options.snap_kimg * 1000)))
@@ -208,6 +255,7 @@ def run_training(options: RunOptions) -> dict[str, Any]:
                "seconds": round(time.time() - t0, 2)}
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
+        board.scalars("Metrics", values, trainer.progress.cur_nimg)
         shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if k in ("fid", "kid", "swd_avg", "precision",
                                                                                "recall", "is", "inception_fid"))
         _log(ctx, f"[metrics @ {row['kimg']:.4g} kimg] {shown} ({row['seconds']} s)")
@@ -220,6 +268,7 @@ def run_training(options: RunOptions) -> dict[str, Any]:
         images = generate_images(G_eval, options.grid, seed=options.seed + 3, device=ctx.device)
         path = save_image_grid(images, out / "samples" / f"grid-{trainer.progress.cur_nimg:09d}img.png", scale=2)
         save_image_grid(images, out / "samples" / "latest.png", scale=2)
+        board.image("samples", images, trainer.progress.cur_nimg)
         return path
 
     first_metrics = evaluate("start") if resumed is None else None
@@ -258,6 +307,7 @@ def run_training(options: RunOptions) -> dict[str, Any]:
                 if ctx.is_main:
                     with open(out / "log.jsonl", "a") as f:
                         f.write(json.dumps(row) + "\n")
+                    board.scalars("Progress", row, cur)
                     if bar is not None:
                         bar.set_postfix({"D": f"{row.get('loss_D', float('nan')):.3f}",
                                          "G": f"{row.get('loss_G', float('nan')):.3f}",
@@ -275,6 +325,8 @@ def run_training(options: RunOptions) -> dict[str, Any]:
     finally:
         if bar is not None:
             bar.close()
+        if board is not None:
+            board.close()
 
     summary: dict[str, Any] = {}
     if ctx.is_main:

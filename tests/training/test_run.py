@@ -61,6 +61,53 @@ def test_resume_auto_continues_to_a_longer_budget(run_dir, tmp_path):
     assert list_checkpoints(out)[-1].name == "ckpt-000000005"
 
 
+def _events(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+def test_tensorboard_events_of_ticks_metrics_and_grids(run_dir):
+    acc = _events(run_dir)
+    ticks = acc.Scalars("Progress/loss_D")
+    log = read_jsonl(run_dir / "log.jsonl")
+    assert [e.step for e in ticks] == [8, 16, 24]                           # x axis: images seen
+    assert [e.value for e in ticks] == pytest.approx([row["loss_D"] for row in log], rel=1e-6)
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    swd = acc.Scalars("Metrics/swd_avg")
+    assert [e.step for e in swd] == [0, 16, 24]
+    assert [e.value for e in swd] == pytest.approx([m["swd_avg"] for m in metrics], rel=1e-6)
+    grids = acc.Images("samples")
+    assert [e.step for e in grids] == [0, 8, 16, 24]
+    assert (grids[-1].width, grids[-1].height) == (8 * 33 + 1, 8 * 33 + 1)
+
+
+def test_tensorboard_resume_drops_the_events_after_the_checkpoint(run_dir, tmp_path):
+    import shutil
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    shutil.rmtree(list_checkpoints(out)[-1])           # killed after the tick at 24 images, before its checkpoint
+    assert train(out, "--resume", "auto", "--metrics", "none") == 0
+    steps = [e.step for e in _events(out).Scalars("Progress/loss_D")]
+    assert steps == [8, 16, 24]                         # the orphaned 24 is replaced, not doubled
+
+
+def test_tensorboard_off_or_missing(tmp_path, monkeypatch, capsys):
+    import sys
+    from ganfast.training.run import _TensorBoard
+    assert _TensorBoard(tmp_path / "a", False, None).writer is None and not (tmp_path / "a").exists()
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)      # as if not installed
+    board = _TensorBoard(tmp_path / "b", None, None)
+    assert board.writer is None and "not installed" in board.note
+    board.scalars("Progress", {"loss": 1.0}, 0)                            # a no-op, not an error
+    with pytest.raises(ValueError, match="tensorboard"):
+        _TensorBoard(tmp_path / "c", True, None)
+    assert main(["train", "--out", str(tmp_path / "r"), "--tensorboard", "--no-progress", "--metrics",
+                 "none"]) == 2
+    assert "tensorboard" in capsys.readouterr().err
+
+
 def test_generate_grid_interpolation_and_errors(run_dir, tmp_path, capsys):
     out = tmp_path / "g.png"
     assert main(["generate", "--ckpt", str(run_dir), "--n", "6", "--out", str(out), "--scale", "1",
