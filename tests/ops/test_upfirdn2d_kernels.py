@@ -163,6 +163,38 @@ def test_cpu_random_configurations():
                          seed=i, name=f"random #{i}")
 
 
+def test_cpu_separable_filters_random_configurations():
+    # The CPU kernel runs a rank-1 filter (ky outer kx) as two 1-D passes: 40 random configurations
+    # with random asymmetric separable filters (so a swapped or unflipped factor shows), float64,
+    # float32 and bfloat16, plus the same configurations at the StyleGAN2 sizes' 4x4 [1, 3, 3, 1].
+    run = cpu_run()
+    rng = random.Random(7)
+    for i in range(40):
+        c = random_config(rng)
+        gen = torch.Generator().manual_seed(100 + i)
+        fh, fw = c["fshape"]
+        f = torch.outer(torch.randn(fh, generator=gen, dtype=torch.float64),
+                        torch.randn(fw, generator=gen, dtype=torch.float64))
+        for dtype in (torch.float64, torch.float32, torch.bfloat16):
+            check_kernel(run, c["shape"], f, c["up"], c["down"], c["pad"], c["flip_filter"], c["gain"], dtype,
+                         seed=i, name=f"separable #{i}")
+    for i, (up, down, pad) in enumerate([((2, 2), (1, 1), (2, 1, 2, 1)), ((1, 1), (2, 2), (1, 1, 1, 1)),
+                                         ((1, 1), (1, 1), (2, 2, 2, 2)), ((1, 1), (1, 1), (0, 0, 0, 0))]):
+        for shape in ((3, 5, 16, 16), (2, 3, 33, 31)):
+            check_kernel(run, shape, setup_filter([1, 3, 3, 1]).double(), up, down, pad, False, 4.0 if up[0] == 2 else 1.0,
+                         torch.float32, seed=i, name="fir4")
+
+
+def test_cpu_nearly_separable_filter_is_not_split():
+    # A rank-1 filter plus a small perturbation is not separable: the kernel must use all its taps
+    # (splitting it would be off by about the perturbation, far above the float64 budget).
+    run = cpu_run()
+    f = torch.outer(torch.tensor([1.0, 3, 3, 1], dtype=torch.float64), torch.tensor([1.0, 2, 1], dtype=torch.float64))
+    f[1, 2] += 1e-6
+    for up, down in (((1, 1), (1, 1)), ((2, 2), (1, 1)), ((1, 1), (2, 2))):
+        check_kernel(run, (2, 3, 9, 10), f, up, down, (2, 1, 2, 1), False, 1.0, torch.float64, name="near rank 1")
+
+
 def test_cpu_flip_filter_is_correlation():
     # flip_filter=True with f equals flip_filter=False with f flipped on both axes, and (f being
     # asymmetric) differs from flip_filter=False with f.
