@@ -131,9 +131,10 @@ class SynthesisBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
                  use_fp16: bool, conv_clamp: Optional[float], resample_filter: Sequence[float], noise_mode: str,
-                 fused_modconv: bool = True):
+                 fused_modconv: bool = True, architecture: str = "skip", is_last: bool = True):
         super().__init__()
         self.in_channels, self.out_channels, self.resolution = in_channels, out_channels, resolution
+        self.architecture = architecture
         self.use_fp16, self.backend = use_fp16, None
         common = dict(w_dim=w_dim, resolution=resolution, conv_clamp=conv_clamp, resample_filter=resample_filter,
                       noise_mode=noise_mode, fused_modconv=fused_modconv)
@@ -144,7 +145,9 @@ class SynthesisBlock(nn.Module):
             self.const = None
             self.conv0 = ModulatedConv2d(in_channels, out_channels, 3, up=2, **common)
         self.conv1 = ModulatedConv2d(out_channels, out_channels, 3, **common)
-        self.torgb = ToRGB(out_channels, img_channels, w_dim, conv_clamp=conv_clamp, fused_modconv=fused_modconv)
+        # 'orig': only the last block has a ToRGB (the image comes from the last features alone)
+        self.torgb = (ToRGB(out_channels, img_channels, w_dim, conv_clamp=conv_clamp, fused_modconv=fused_modconv)
+                      if architecture == "skip" or is_last else None)
         self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
         self.num_conv = 1 if in_channels == 0 else 2
 
@@ -158,6 +161,8 @@ class SynthesisBlock(nn.Module):
         else:
             x = self.conv0(x.to(dtype), ws[:, 0], noise_mode=noise_mode)
             x = self.conv1(x, ws[:, 1], noise_mode=noise_mode)
+        if self.torgb is None:
+            return x, None
         if img is not None:
             img = upfirdn2d(img, self.resample_filter, up=2, padding=[2, 1, 2, 1], gain=4, backend=self.backend)
         y = at_least_fp32(self.torgb(x, ws[:, -1]))
@@ -171,9 +176,11 @@ class SynthesisNetwork(nn.Module):
     def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 32768,
                  channel_max: int = 512, num_fp16_res: int = 0, conv_clamp: Optional[float] = None,
                  resample_filter: Sequence[float] = (1, 3, 3, 1), noise_mode: str = "random",
-                 fused_modconv: bool = True):
+                 fused_modconv: bool = True, architecture: str = "skip"):
         super().__init__()
         log2 = _check_resolution("SynthesisNetwork", img_resolution)
+        if architecture not in ("skip", "orig"):
+            raise ValueError(f"SynthesisNetwork: architecture must be 'skip' or 'orig', got {architecture!r}")
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"SynthesisNetwork: noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         if not isinstance(num_fp16_res, int) or num_fp16_res < 0:
@@ -187,7 +194,8 @@ class SynthesisNetwork(nn.Module):
             self.blocks.append(SynthesisBlock(channels[res // 2] if res > 4 else 0, channels[res], w_dim, res,
                                               img_channels, use_fp16=res >= fp16_resolution and num_fp16_res > 0,
                                               conv_clamp=conv_clamp, resample_filter=resample_filter,
-                                              noise_mode=noise_mode, fused_modconv=fused_modconv))
+                                              noise_mode=noise_mode, fused_modconv=fused_modconv,
+                                              architecture=architecture, is_last=res == img_resolution))
         # block i reads ws[w_idx : w_idx + num_conv + 1]; its ToRGB's w is the next block's first
         self.num_ws = sum(b.num_conv for b in self.blocks) + 1
 
@@ -252,9 +260,11 @@ class StyleGAN2Generator(StyleBasedGenerator):
                  img_channels: int = 3, channel_base: int = 32768, channel_max: int = 512, mapping_layers: int = 8,
                  mapping_lr_multiplier: float = 0.01, w_avg_beta: float = 0.995, num_fp16_res: int = 0,
                  conv_clamp: Optional[float] = None, style_mixing_prob: float = 0.0, noise_mode: str = "random",
-                 resample_filter: Sequence[float] = (1, 3, 3, 1), fused_modconv: bool = True):
+                 resample_filter: Sequence[float] = (1, 3, 3, 1), fused_modconv: bool = True,
+                 architecture: str = "skip"):
         synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channel_base, channel_max,
-                                     num_fp16_res, conv_clamp, resample_filter, noise_mode, fused_modconv)
+                                     num_fp16_res, conv_clamp, resample_filter, noise_mode, fused_modconv,
+                                     architecture)
         super().__init__(synthesis, z_dim, c_dim, w_dim, mapping_layers, mapping_lr_multiplier, w_avg_beta,
                          style_mixing_prob)
 
@@ -343,10 +353,12 @@ def build_stylegan2(resolution: int = 256, z_dim: int = 512, w_dim: int = 512, c
                     channel_base: int = 32768, channel_max: int = 512, mapping_layers: int = 8,
                     num_fp16_res: int = 0, conv_clamp: Optional[float] = None, style_mixing_prob: float = 0.9,
                     mbstd_group_size: int = 4, architecture: str = "resnet", noise_mode: str = "random",
-                    fused_modconv: bool = True) -> tuple[StyleGAN2Generator, StyleGAN2Discriminator]:
+                    fused_modconv: bool = True, g_architecture: str = "skip"
+                    ) -> tuple[StyleGAN2Generator, StyleGAN2Discriminator]:
+    """architecture: D's ('resnet' or 'orig'); g_architecture: G's ('skip' or 'orig')."""
     G = StyleGAN2Generator(z_dim, c_dim, w_dim, resolution, img_channels, channel_base, channel_max, mapping_layers,
                            num_fp16_res=num_fp16_res, conv_clamp=conv_clamp, style_mixing_prob=style_mixing_prob,
-                           noise_mode=noise_mode, fused_modconv=fused_modconv)
+                           noise_mode=noise_mode, fused_modconv=fused_modconv, architecture=g_architecture)
     D = StyleGAN2Discriminator(c_dim, resolution, img_channels, architecture, channel_base, channel_max,
                                num_fp16_res=num_fp16_res, conv_clamp=conv_clamp, mbstd_group_size=mbstd_group_size)
     return G, D

@@ -102,11 +102,11 @@ def _compare_runs(run, fast, oracle, ref32, names, grad_name):
     return grads_o
 
 
-@pytest.mark.parametrize("gen", ["stylegan2", "stylegan"])
+@pytest.mark.parametrize("gen", ["stylegan2", "stylegan2-orig", "stylegan"])
 def test_generator_fast_matches_reference_with_path_length_double_backward(gen):
     torch.manual_seed(2)
-    cls = StyleGAN2Generator if gen == "stylegan2" else StyleGANGenerator
-    G = cls(noise_mode="const", **SMALL)
+    cls = StyleGANGenerator if gen == "stylegan" else StyleGAN2Generator
+    G = cls(noise_mode="const", **SMALL, **({"architecture": "orig"} if gen == "stylegan2-orig" else {}))
     # nonzero noise strengths and biases. v1's constant stays ones: its 4x4 planes are constant but
     # for the noise, an ill-conditioned instance norm (rstd ~ 1 / noise) that the fused backward
     # must handle as well as the reference (it re-centers yhat; it did not before this test).
@@ -253,6 +253,27 @@ def test_fp16_blocks_and_conv_clamp(monkeypatch):
     torch.testing.assert_close(G(z, force_fp32=True), ref_img)
     logits = D(img)
     assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+
+
+def test_orig_generator_draws_from_the_last_block_only():
+    # g_architecture='orig': one ToRGB (the last block's); the earlier blocks' features reach the
+    # image only through the later convolutions, so the image is unchanged by an earlier block's
+    # would-be ToRGB weights (there are none) and still depends on every block.
+    torch.manual_seed(4)
+    skip, orig = StyleGAN2Generator(**SMALL), StyleGAN2Generator(architecture="orig", **SMALL)
+    torgbs = [n for n, _ in orig.named_modules() if n.endswith("torgb")]
+    assert torgbs == [f"synthesis.blocks.{len(orig.synthesis.blocks) - 1}.torgb"]
+    assert len([n for n, _ in skip.named_modules() if n.endswith("torgb")]) == len(skip.synthesis.blocks)
+    assert orig.num_ws == skip.num_ws
+    img = orig(torch.randn(2, 16))
+    assert img.shape == (2, 3, 16, 16)
+    img.square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().max() > 0 for n, p in orig.synthesis.named_parameters()
+               if n.endswith("weight") and "affine" not in n)
+    gan = gm.create("stylegan2-32-fmnist", g_architecture="orig")
+    assert type(gan.G.synthesis.blocks[0].torgb) is type(None)
+    with pytest.raises(ValueError, match="architecture"):
+        StyleGAN2Generator(architecture="resnet", **SMALL)
 
 
 def test_mapping_network_and_bad_arguments():
