@@ -41,14 +41,14 @@ def degraded(images: torch.Tensor, labels: torch.Tensor, kind: str, gen: torch.G
     raise ValueError(kind)
 
 
-def main() -> None:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=5000, help="images per half")
     ap.add_argument("--metrics", default="swd,fid,kid,pr")
     ap.add_argument("--kinds", default="real,blur3,noise,one_class")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                    "metric_scales.jsonl"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     data = FashionMNIST(32, split="test", labels=True)
     if len(data) < 2 * args.n:
         raise SystemExit(f"--n {args.n}: the test split here has {len(data)} images (the shipped subset?); "
@@ -68,7 +68,8 @@ def main() -> None:
                    "n": args.n, "kind": kind, "metrics": values, "seconds": round(time.time() - t0, 2), **env}
             f.write(json.dumps(row) + "\n")
             print(kind, {k: round(v, 4) for k, v in values.items()}, f"{row['seconds']} s", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -233,3 +233,22 @@ def test_model_bench_writes_rows_for_every_step(tmp_path):
     for r in rows:
         assert r["median_ms"] > 0 and r["p20_ms"] <= r["median_ms"] <= r["p80_ms"] and r["git_sha"] is not None
         assert (r["vs_eager_reference"] is None) == (r["backend"] == "eager-reference")
+
+
+def test_metric_scales_bench_orders_the_degradations(tmp_path):
+    # bench/metric_scales.py on 2 x 60 test images (the shipped subset is enough): every kind gets a
+    # row, and noise is far from real where real is close to real.
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "metric_scales.py")
+    spec = importlib.util.spec_from_file_location("bench_metric_scales", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "scales.jsonl"
+    assert mod.main(["--n", "60", "--metrics", "swd,fid", "--out", str(out)]) == 0
+    rows = {r["kind"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(rows) == {"real", "blur3", "noise", "one_class"}
+    real, noise, blur = (rows[k]["metrics"] for k in ("real", "noise", "blur3"))
+    assert noise["swd_avg"] > 3 * real["swd_avg"] and noise["fid"] > 3 * real["fid"]
+    assert blur["swd_32"] > 2 * real["swd_32"]                      # blur shows at the fine level
+    assert rows["real"]["n"] == 60 and rows["real"]["git_sha"] is not None
