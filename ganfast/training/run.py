@@ -46,10 +46,10 @@ class RunOptions:
     preset: str = DEFAULT_PRESET
     data: Optional[str] = None                 # None / "fashion-mnist": the built-in dataset
     out: str = "runs/default"
-    kimg: float = 8.0
+    kimg: float = 16.0
     batch: int = 32
     batch_gpu: Optional[int] = None
-    snap_kimg: float = 4.0                     # checkpoint + metrics interval
+    snap_kimg: float = 8.0                     # checkpoint + metrics interval
     tick_kimg: float = 1.0                     # log line + sample grid interval
     resume: Optional[str] = None               # None, "auto" or a checkpoint directory
     seed: int = 0

@@ -25,7 +25,7 @@ PRESET_COUNTS = {
 }
 
 def test_fmnist_preset_is_the_small_grayscale_config():
-    # `ganfast train`'s default: 64 channels at every resolution, z / w 128, one channel, no noise
+    # `ganfast train`'s default: 64 channels at every resolution, z / w 128, one channel, noise inputs
     gan = gm.create("stylegan2-32-fmnist", seed=0)
     assert gan.parameter_counts() == {"G": 383627, "D": 337153}
     assert (gan.img_resolution, gan.img_channels, gan.z_dim, gan.c_dim) == (32, 1, 128, 0)
@@ -33,7 +33,10 @@ def test_fmnist_preset_is_the_small_grayscale_config():
     assert img.shape == (2, 1, 32, 32) and gan.D(img).shape == (2,)
     gan.G.eval()
     z = torch.randn(2, 128)
-    assert torch.equal(gan.G(z), gan.G(z))                          # no random noise inputs
+    assert torch.equal(gan.G(z, noise_mode="const"), gan.G(z, noise_mode="const"))
+    for p in gan.G.parameters():                                    # noise strengths start at 0
+        p.data.add_(0.1)
+    assert not torch.equal(gan.G(z), gan.G(z))                      # random noise inputs by default
 
 
 SMALL = dict(z_dim=16, w_dim=16, img_resolution=16, img_channels=3, channel_base=128, channel_max=16,
