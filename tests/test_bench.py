@@ -218,13 +218,19 @@ def test_biggan_specs_run_on_a_tiny_case_and_have_the_issue_shapes(tmp_path, op,
             assert row["bytes_moved"] > 0
 
 
-def test_model_bench_writes_rows_for_every_step(tmp_path):
+def _bench_script(name: str):
+    """bench/<name>.py as a module (the bench scripts are not a package)."""
     import importlib.util
     import os
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "models.py")
-    spec = importlib.util.spec_from_file_location("bench_models", path)
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_model_bench_writes_rows_for_every_step(tmp_path):
+    mod = _bench_script("models")
     out = tmp_path / "models.jsonl"
     tiny = "stylegan2-32:resolution=8,channel_base=64,channel_max=8,z_dim=8,w_dim=8,mapping_layers=1@4"
     assert mod.main(["--presets", tiny, "--quick", "--no-compile", "--out", str(out)]) == 0
@@ -238,12 +244,7 @@ def test_model_bench_writes_rows_for_every_step(tmp_path):
 def test_metric_scales_bench_orders_the_degradations(tmp_path):
     # bench/metric_scales.py on 2 x 60 test images (the shipped subset is enough): every kind gets a
     # row, and noise is far from real where real is close to real.
-    import importlib.util
-    import os
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "metric_scales.py")
-    spec = importlib.util.spec_from_file_location("bench_metric_scales", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _bench_script("metric_scales")
     out = tmp_path / "scales.jsonl"
     assert mod.main(["--n", "60", "--metrics", "swd,fid", "--out", str(out)]) == 0
     rows = {r["kind"]: r for r in map(json.loads, out.read_text().splitlines())}
