@@ -134,7 +134,6 @@ class SynthesisBlock(nn.Module):
                  fused_modconv: bool = True, architecture: str = "skip", is_last: bool = True):
         super().__init__()
         self.in_channels, self.out_channels, self.resolution = in_channels, out_channels, resolution
-        self.architecture = architecture
         self.use_fp16, self.backend = use_fp16, None
         common = dict(w_dim=w_dim, resolution=resolution, conv_clamp=conv_clamp, resample_filter=resample_filter,
                       noise_mode=noise_mode, fused_modconv=fused_modconv)
