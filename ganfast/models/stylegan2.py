@@ -149,6 +149,8 @@ class SynthesisBlock(nn.Module):
                       if architecture == "skip" or is_last else None)
         self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
         self.num_conv = 1 if in_channels == 0 else 2
+        taps = self.resample_filter.shape[-1]        # 2x upsampling padding that keeps the size exactly 2x
+        self.img_padding = [(taps + 1) // 2, (taps - 2) // 2] * 2
 
     def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: torch.Tensor,
                 noise_mode: Optional[str], force_fp32: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,7 +165,7 @@ class SynthesisBlock(nn.Module):
         if self.torgb is None:
             return x, None
         if img is not None:
-            img = upfirdn2d(img, self.resample_filter, up=2, padding=[2, 1, 2, 1], gain=4, backend=self.backend)
+            img = upfirdn2d(img, self.resample_filter, up=2, padding=self.img_padding, gain=4, backend=self.backend)
         y = at_least_fp32(self.torgb(x, ws[:, -1]))
         img = y if img is None else img + y
         return x, img

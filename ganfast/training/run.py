@@ -201,6 +201,17 @@ def _check_resume_preset(path: Path, options: RunOptions) -> None:
                          f"{options.preset!r} (pass --preset {saved}, or another --out)")
 
 
+def _truncate_jsonl(path: Path, max_nimg: int) -> None:
+    """Rewrite a run's JSONL log keeping the rows at or before max_nimg images (and no torn line), so
+    a run resumed from an earlier checkpoint does not repeat kimg. Atomic: tmp file + os.replace."""
+    if not path.exists():
+        return
+    rows = [r for r in read_jsonl(path) if round(float(r.get("kimg", 0.0)) * 1000) <= max_nimg]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)
+
+
 def run_training(options: RunOptions) -> dict[str, Any]:
     """Train as described by `options`; returns the summary (also written to out/summary.json)."""
     from ganfast.training.distributed import init_distributed, shutdown_distributed
@@ -235,6 +246,9 @@ def run_training(options: RunOptions) -> dict[str, Any]:
               f"{ctx.world_size} process(es) on {ctx.device}; run dir {out}"
               + (f"; resumed from {resumed}" if resumed else ""))
 
+    if resumed and ctx.is_main:     # drop what a killed run logged after the checkpoint it resumes from
+        for name in ("log.jsonl", "metrics.jsonl"):
+            _truncate_jsonl(out / name, trainer.progress.cur_nimg)
     board = _TensorBoard(out, options.tensorboard, trainer.progress.cur_nimg + 1 if resumed else None) \
         if ctx.is_main else None
     if board is not None and board.note:

@@ -279,6 +279,22 @@ def test_orig_generator_draws_from_the_last_block_only():
         StyleGAN2Generator(architecture="resnet", **SMALL)
 
 
+@pytest.mark.parametrize("taps", [[1, 1], [1, 2, 1], [1, 3, 3, 1], [1, 4, 6, 4, 1]])
+def test_skip_generator_with_any_resample_filter_length(taps):
+    # the skip path's 2x upsampling pads by the filter's length; each block's image is 2x the last
+    torch.manual_seed(5)
+    G = StyleGAN2Generator(resample_filter=taps, **SMALL)
+    img = G(torch.randn(2, 16))
+    assert img.shape == (2, 3, 16, 16) and torch.isfinite(img).all()
+    from ganfast.ops.upfirdn2d import setup_filter, upfirdn2d
+    x = torch.randn(1, 1, 5, 5, dtype=torch.float64)
+    block = G.synthesis.blocks[1]
+    up = upfirdn2d(x, setup_filter(taps).double(), up=2, padding=block.img_padding, gain=4)
+    assert up.shape == (1, 1, 10, 10)
+    if taps == [1, 1]:                      # a box filter upsamples by repeating each pixel 2x2
+        torch.testing.assert_close(up, x.repeat_interleave(2, 2).repeat_interleave(2, 3))
+
+
 def test_mapping_network_and_bad_arguments():
     m = MappingNetwork(8, 0, 8, num_ws=None, num_layers=2)
     assert m(torch.randn(3, 8)).shape == (3, 8)

@@ -88,9 +88,15 @@ def test_tensorboard_resume_drops_the_events_after_the_checkpoint(run_dir, tmp_p
     out = tmp_path / "run"
     shutil.copytree(run_dir, out)
     shutil.rmtree(list_checkpoints(out)[-1])           # killed after the tick at 24 images, before its checkpoint
+    with open(out / "log.jsonl", "a") as f:
+        f.write('{"kimg": 0.03')                        # and torn mid-line
     assert train(out, "--resume", "auto", "--metrics", "none") == 0
     steps = [e.step for e in _events(out).Scalars("Progress/loss_D")]
     assert steps == [8, 16, 24]                         # the orphaned 24 is replaced, not doubled
+    # the JSONL logs too: the killed run's rows after the checkpoint are gone, so kimg never repeats
+    assert [row["step"] for row in read_jsonl(out / "log.jsonl")] == [1, 2, 3]
+    assert (out / "log.jsonl").read_text().endswith("}\n")
+    assert [m["tag"] for m in read_jsonl(out / "metrics.jsonl")] == ["start", "snapshot"]
 
 
 def test_tensorboard_off_or_missing(tmp_path, monkeypatch, capsys):
