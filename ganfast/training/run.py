@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ import torch
 from ganfast.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, checkpoint_problem
 from ganfast.training.loop import Trainer, TrainingConfig
 from ganfast.training.recipes import recipe_for
-from ganfast.training.visualize import read_jsonl, save_curves, save_image_grid
+from ganfast.training.visualize import image_grid, read_jsonl, save_curves, save_grid_png
 
 __all__ = ["RunOptions", "DEFAULT_PRESET", "run_training", "load_generator", "evaluate_generator", "real_images",
            "generate_images"]
@@ -95,11 +96,10 @@ class _TensorBoard:
                 self.writer.add_scalar(f"{prefix}/{k}", v, global_step=step)
         self.writer.flush()
 
-    def image(self, tag: str, images: torch.Tensor, step: int) -> None:
+    def image(self, tag: str, grid, step: int) -> None:
+        """grid: an `image_grid` array, uint8 [H, W, C]."""
         if self.writer is None:
             return
-        from ganfast.training.visualize import image_grid
-        grid = image_grid(images)                                   # uint8 [H, W, C]
         self.writer.add_image(tag, grid, global_step=step, dataformats="HWC")
         self.writer.flush()
 
@@ -279,10 +279,12 @@ def run_training(options: RunOptions) -> dict[str, Any]:
         if not ctx.is_main:
             return
         G_eval = trainer.ema.module if trainer.ema is not None else trainer.G
-        images = generate_images(G_eval, options.grid, seed=options.seed + 3, device=ctx.device)
-        path = save_image_grid(images, out / "samples" / f"grid-{trainer.progress.cur_nimg:09d}img.png", scale=2)
-        save_image_grid(images, out / "samples" / "latest.png", scale=2)
-        board.image("samples", images, trainer.progress.cur_nimg)
+        grid = image_grid(generate_images(G_eval, options.grid, seed=options.seed + 3, device=ctx.device))
+        path = save_grid_png(grid, out / "samples" / f"grid-{trainer.progress.cur_nimg:09d}img.png", scale=2)
+        latest = out / "samples" / "latest.png"
+        shutil.copyfile(path, latest.with_name("latest.png.tmp"))
+        os.replace(latest.with_name("latest.png.tmp"), latest)      # a viewer never sees half a file
+        board.image("samples", grid, trainer.progress.cur_nimg)
         return path
 
     first_metrics = evaluate("start") if resumed is None else None

@@ -36,8 +36,12 @@ def image_grid(images: torch.Tensor, ncols: Optional[int] = None, padding: int =
 
 def save_image_grid(images: torch.Tensor, path: PathLike, ncols: Optional[int] = None, scale: int = 1) -> Path:
     """Write `image_grid(images, ncols)` as a PNG (nearest-neighbour upscaled by `scale`)."""
+    return save_grid_png(image_grid(images, ncols), path, scale)
+
+
+def save_grid_png(grid: np.ndarray, path: PathLike, scale: int = 1) -> Path:
+    """Write an `image_grid` array (uint8 [H, W, C]) as a PNG, nearest-neighbour upscaled by `scale`."""
     from PIL import Image
-    grid = image_grid(images, ncols)
     picture = Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid)
     if scale != 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)

@@ -41,6 +41,8 @@ def test_train_writes_log_samples_checkpoints_metrics_and_curves(run_dir):
     assert all(m["swd_avg"] > 0 for m in metrics)
     grids = sorted(p.name for p in (run_dir / "samples").glob("grid-*.png"))
     assert len(grids) == 4 and (run_dir / "samples" / "latest.png").exists()       # start + 3 ticks
+    assert (run_dir / "samples" / "latest.png").read_bytes() == (run_dir / "samples" / grids[-1]).read_bytes()
+    assert not list((run_dir / "samples").glob("*.tmp"))
     picture = np.asarray(Image.open(run_dir / "samples" / "latest.png"))
     assert picture.shape == (2 * (8 * 33 + 1),) * 2                               # 8x8 grid of 32 px, scale 2
     assert (run_dir / "curves.png").exists()
