@@ -34,11 +34,12 @@ namespace {
 constexpr int64_t kMinWork = int64_t(1) << 15;  // multiply-adds per work item, at least
 constexpr int64_t kItemsPerThread = 4;          // work items per thread, when the output has that many rows
 
-// One x phase: the outputs ox = m * up_x + q, m in [m0, m1), reading taps (inside the padded row).
-// Their sums sit at [offset, offset + m1 - m0) of the accumulator row (phase-major).
+// One x phase: the outputs ox = m * up_x + q, m in [0, count), reading taps (inside the padded row:
+// every output is interior, so every phase starts at m = 0). Their sums sit at
+// [offset, offset + count) of the accumulator row (phase-major).
 struct Phase {
   AxisTaps taps;
-  int q, m0, m1, offset;
+  int q, count, offset;
 };
 
 // The x geometry every row shares: input rows are held with `left` zero pixels before and `right`
@@ -62,10 +63,10 @@ RowPlan plan_row(const Upfirdn2dParams& p) {
   r.right = r.pw - r.left - p.in_w;
   int offset = 0;
   for (int q = 0; q < std::min(p.upx, p.out_w); ++q) {
-    const int m1 = ceil_div(p.out_w - q, p.upx);
-    if (m1 > 0) {
-      r.phases.push_back(Phase{axis_taps(q, p.upx, p.downx, static_cast<int>(pad0), p.fw), q, 0, m1, offset});
-      offset += m1;
+    const int count = ceil_div(p.out_w - q, p.upx);
+    if (count > 0) {
+      r.phases.push_back(Phase{axis_taps(q, p.upx, p.downx, static_cast<int>(pad0), p.fw), q, count, offset});
+      offset += count;
     }
   }
   return r;
@@ -110,7 +111,7 @@ inline void filter_row(const RowPlan& plan, const acc_t* kx, const acc_t* __rest
                        acc_t* __restrict acc) {
   for (const Phase& ph : plan.phases) {
     acc_t* __restrict ap = acc + ph.offset;
-    const int count = ph.m1 - ph.m0;
+    const int count = ph.count;
     for (int l = 0; l < ph.taps.n; ++l) {
       const acc_t kv = kx[ph.taps.t + l * upx];
       const acc_t* __restrict xs = xrow + ph.taps.i + l;
@@ -152,10 +153,13 @@ void upfirdn2d_planes(const Upfirdn2dParams& p, const acc_t* k, const acc_t* ky,
       const int r0 = std::clamp(first_input(oy_a, upy, downy, p.py0), 0, H);
       const int r1 = std::clamp(last_input(oy_b - 1, upy, downy, p.py0, p.fh) + 1, r0, H);
       const int nrows = r1 - r0;
-      padded.assign(static_cast<size_t>(nrows) * PW, acc_t(0));
+      padded.resize(static_cast<size_t>(nrows) * PW);
       const raw_t* xr = x + (plane * H + r0) * W;
-      for (int r = 0; r < nrows; ++r) {
-        acc_t* __restrict dst = padded.data() + int64_t(r) * PW + plan.left;
+      for (int r = 0; r < nrows; ++r) {      // zeros only in the margins; the image row between them
+        acc_t* __restrict row = padded.data() + int64_t(r) * PW;
+        std::fill(row, row + plan.left, acc_t(0));
+        std::fill(row + plan.left + W, row + PW, acc_t(0));
+        acc_t* __restrict dst = row + plan.left;
         const raw_t* __restrict src = xr + int64_t(r) * W;
 #pragma omp simd
         for (int j = 0; j < W; ++j) dst[j] = S::load(src[j]);
@@ -185,7 +189,7 @@ void upfirdn2d_planes(const Upfirdn2dParams& p, const acc_t* k, const acc_t* ky,
         for (const Phase& ph : plan.phases) {
           const acc_t* __restrict ap = acc + ph.offset;
           raw_t* __restrict op = orow + ph.q;
-          const int count = ph.m1 - ph.m0;
+          const int count = ph.count;
           if constexpr (UPX == 1) {
 #pragma omp simd
             for (int j = 0; j < count; ++j) op[j] = S::store(gain * ap[j]);
