@@ -25,6 +25,7 @@ from ganfast.models.common import check_images, check_latent, labels_to_onehot
 from ganfast.models.registry import register_preset
 from ganfast.nn.equalized import EqualizedConv2d, EqualizedLinear, MinibatchStd, normalize_2nd_moment
 from ganfast.nn.modulated_conv2d import NOISE_MODES, ModulatedConv2d, ToRGB
+from ganfast.ops.modulated_conv2d.reference import resample_padding
 from ganfast.ops.upfirdn2d import setup_filter, upfirdn2d
 
 FP16_DEVICE_TYPES = ("cuda",)
@@ -149,8 +150,7 @@ class SynthesisBlock(nn.Module):
                       if architecture == "skip" or is_last else None)
         self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
         self.num_conv = 1 if in_channels == 0 else 2
-        taps = self.resample_filter.shape[-1]        # 2x upsampling padding that keeps the size exactly 2x
-        self.img_padding = [(taps + 1) // 2, (taps - 2) // 2] * 2
+        self.img_padding = list(resample_padding(self.resample_filter, 2, 1, 0))   # the skip image's 2x upsampling
 
     def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: torch.Tensor,
                 noise_mode: Optional[str], force_fp32: bool) -> tuple[torch.Tensor, torch.Tensor]:
