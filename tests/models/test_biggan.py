@@ -22,8 +22,7 @@ from ganfast.models import count_parameters, create, get_preset, set_backend
 from ganfast.models.biggan import BigGANDiscriminator, BigGANGenerator
 from ganfast.nn import ConditionalBatchNorm2d, SelfAttention2d
 from ganfast.nn.spectral_norm import sigma_of
-from ganfast.testing import assert_matches_oracle
-from ganfast.testing.accuracy import MODEL_GRAD_FACTOR
+from ganfast.testing.models import assert_fast_matches_reference
 
 F32, F64 = torch.float32, torch.float64
 SMALL32 = dict(img_resolution=32, ch=8, attn_res=16)   # a 32x32 net of 32 channels, for constructor tests
@@ -50,34 +49,6 @@ def _as(c, dtype):
     return c.to(dtype) if c is not None and c.is_floating_point() else c
 
 
-def _three_copies(model):
-    """(fused cpu backend fp32, reference fp32, reference fp64) copies, taken before any forward
-    so the spectral norms' power iterations start from the same vectors."""
-    fast = set_backend(copy.deepcopy(model), "cpu")
-    ref32 = set_backend(copy.deepcopy(model), "reference")
-    ref64 = set_backend(copy.deepcopy(model).double(), "reference")
-    return fast, ref32, ref64
-
-
-def _grads(model) -> dict:
-    """Parameter gradients by name; zeros where autograd left None (a parameter the loss does not
-    reach on one backend's graph, e.g. the last bias under R1, may be an explicit zero on another)."""
-    return {name: p.grad if p.grad is not None else torch.zeros_like(p) for name, p in model.named_parameters()}
-
-
-GRAD_FACTOR = MODEL_GRAD_FACTOR   # see ganfast.testing.accuracy
-
-
-def _assert_all_match(results, what: str) -> None:
-    """results: [(outputs, grads)] for fast, ref32, ref64; every tensor within the accuracy rule."""
-    (fast_out, fast_g), (ref_out, ref_g), (oracle_out, oracle_g) = results
-    for i, (got, ref, oracle) in enumerate(zip(fast_out, ref_out, oracle_out)):
-        assert_matches_oracle(got, oracle, ref, name=f"{what} output {i}")
-    assert fast_g.keys() == oracle_g.keys()
-    for name, oracle in oracle_g.items():
-        assert_matches_oracle(fast_g[name], oracle, ref_g[name], name=f"{what} grad {name}", factor=GRAD_FACTOR)
-
-
 def _wake_attention(model, gamma: float = 0.7) -> None:
     """Attention starts as the identity (gamma = 0), which also zeroes its weights' gradients;
     a nonzero gamma puts the attention path into the comparison."""
@@ -89,37 +60,37 @@ def _wake_attention(model, gamma: float = 0.7) -> None:
 
 def check_generator_fast_matches_reference(G, n: int = 3, onehot: bool = False) -> None:
     """G's images and parameter gradients (training mode: batch statistics, one power-iteration
-    step) on the cpu backend against the float64 reference."""
+    step) on the cpu backend against the reference (ganfast.testing.models' rule)."""
     _wake_attention(G)
-    copies = _three_copies(G)
     z = torch.randn(n, G.z_dim, dtype=F64)
     c = _labels(G.c_dim, n)
     if onehot and c is not None:
         c = torch.nn.functional.one_hot(c, G.c_dim).to(F64)
     cotangent = torch.randn(n, G.img_channels, G.img_resolution, G.img_resolution, dtype=F64)
-    results = []
-    for model, dtype in zip(copies, (F32, F32, F64)):
+
+    def run(model, dtype):
         img = model(z.to(dtype), _as(c, dtype))
         (img * cotangent.to(dtype)).sum().backward()
-        results.append(([img], _grads(model)))
-    _assert_all_match(results, "G")
+        return {"img": img}
+
+    assert_fast_matches_reference(G, run, values=("img",))
 
 
 def check_discriminator_r1_fast_matches_reference(D, n: int = 3) -> None:
     """D's logits, the R1 gradient d sum(D(x)) / dx and the parameter gradients of its squared
-    norm (a double backward) on the cpu backend against the float64 reference."""
+    norm (a double backward) on the cpu backend against the reference."""
     _wake_attention(D)
-    copies = _three_copies(D)
     x = torch.randn(n, D.img_channels, D.img_resolution, D.img_resolution, dtype=F64)
     c = _labels(D.c_dim, n)
-    results = []
-    for model, dtype in zip(copies, (F32, F32, F64)):
+
+    def run(model, dtype):
         xx = x.to(dtype).requires_grad_()
         logits = model(xx, c)
         r1_grad, = torch.autograd.grad(logits.sum(), xx, create_graph=True)
         r1_grad.square().sum().backward()
-        results.append(([logits, r1_grad], _grads(model)))
-    _assert_all_match(results, "D (R1)")
+        return {"logits": logits, "r1 grad": r1_grad}
+
+    assert_fast_matches_reference(D, run, values=("logits",))
 
 
 def check_label_handling(G, D, n: int = 3) -> None:

@@ -7,7 +7,6 @@ assert_fast_matches_reference is shared with test_conditional.py.
 """
 from __future__ import annotations
 
-import copy
 from typing import Callable
 
 import pytest
@@ -17,11 +16,11 @@ from torch import nn
 
 import ganfast
 import ganfast.models.dcgan  # noqa: F401  (registers the presets)
-from ganfast.models import count_parameters, create, get_preset, set_backend
+from ganfast.models import count_parameters, create, get_preset
 from ganfast.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from ganfast.nn import BatchNormAct2d
 from ganfast.nn import BiasAct
-from ganfast.testing import assert_matches_oracle
+from ganfast.testing.models import assert_fast_matches_reference as check_models
 
 F64, F32 = torch.float64, torch.float32
 TIGHT = dict(rtol=1e-10, atol=1e-12)
@@ -47,28 +46,16 @@ def r1_penalty(D: nn.Module, img: torch.Tensor, c=None) -> torch.Tensor:
     return penalty
 
 
+# run's outputs that are derivatives (compared in float64 only, see ganfast.testing.models); the
+# others (images, logits, auxiliary heads) are forward values
+DERIVATIVES = ("grad img", "r1")
+
+
 def assert_fast_matches_reference(module: nn.Module, run: Callable[[nn.Module, torch.dtype], dict]) -> None:
-    """Deep copies of `module` made before any forward: the fused cpu backend in float32, the
-    reference in float32 and the reference in float64 (the oracle). run(copy, dtype) runs a
-    forward (and backward) on fixed inputs in that dtype and returns its named outputs; those,
-    every trainable parameter's gradient and every floating buffer (batch-norm running statistics) must
-    meet the accuracy rule: fast error <= 2 x reference-float32 error + floor."""
-    copies = {"fast": set_backend(copy.deepcopy(module), "cpu").float(),
-              "ref32": set_backend(copy.deepcopy(module), "reference").float(),
-              "oracle": set_backend(copy.deepcopy(module), "reference").double()}
-    results = {}
-    for key, m in copies.items():
-        out = dict(run(m, F64 if key == "oracle" else F32))
-        for name, p in m.named_parameters():
-            if not p.requires_grad:
-                continue
-            assert p.grad is not None, f"{key}: parameter {name} got no gradient"
-            out[f"grad {name}"] = p.grad
-        out.update({f"buffer {name}": b for name, b in m.named_buffers() if b.is_floating_point()})
-        results[key] = out
-    assert results["fast"].keys() == results["oracle"].keys()
-    for name, oracle in results["oracle"].items():
-        assert_matches_oracle(results["fast"][name], oracle, results["ref32"][name], dtype=F32, name=name)
+    """`module` on the fused cpu backend against the reference: run(copy, dtype) runs a forward
+    and backward on fixed inputs in that dtype and returns named tensors (DERIVATIVES name the
+    gradients among them); ganfast.testing.models' rule for values, gradients and buffers."""
+    check_models(module, run, values=lambda name: name not in DERIVATIVES)
 
 
 def conv_layers(module: nn.Module) -> list[nn.Module]:

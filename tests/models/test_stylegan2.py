@@ -2,7 +2,6 @@
 backward), truncation, style mixing, noise modes, labels, the fp16 recipe and bad arguments."""
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ import ganfast.models as gm
 from ganfast.models import stylegan2 as sg2
 from ganfast.models.stylegan import StyleGANGenerator
 from ganfast.models.stylegan2 import MappingNetwork, StyleGAN2Discriminator, StyleGAN2Generator
-from ganfast.testing.accuracy import MODEL_GRAD_FACTOR, assert_matches_oracle
+from ganfast.testing.models import assert_fast_matches_reference
 
 # Exact counts of trainable parameters. stylegan2-1024 and stylegan-1024 equal the published
 # figures (NVlabs' config-f G 30,370,060 / D 29,012,513; StyleGAN paper: G 26.2M, D 23.1M).
@@ -74,37 +73,6 @@ def test_small_preset_forward_backward(name):
         assert p.grad is not None, n
 
 
-def _pair(module):
-    """(fast model, the same weights pointed at the reference and in float64: the oracle)."""
-    ref = gm.set_backend(copy.deepcopy(module), "reference").double()
-    return module, ref
-
-
-def _grads(module):
-    """Every parameter's gradient; None (no dependence: e.g. ToRGB biases under the path-length
-    penalty on the reference) counts as zero, which a fast path may materialize."""
-    return {n: (p.grad if p.grad is not None else torch.zeros_like(p)).detach().clone()
-            for n, p in module.named_parameters()}
-
-
-def _ref32(module):
-    return gm.set_backend(copy.deepcopy(module), "reference")
-
-
-def _compare_runs(run, fast, oracle, ref32, names, grad_name):
-    """run(model, dtype) -> (*tensors, grads): the fast model in fp32 against the fp64 oracle, with
-    the reference in fp32 as the error budget; returns the oracle's gradients."""
-    *outs_f, grads_f = run(fast, torch.float32)
-    *outs_o, grads_o = run(oracle, torch.float64)
-    *outs_r, grads_r = run(ref32, torch.float32)
-    for got, exp, ref, name in zip(outs_f, outs_o, outs_r, names):
-        assert_matches_oracle(got, exp, ref, name=name)
-    assert grads_f.keys() == grads_o.keys()
-    for n in grads_f:
-        assert_matches_oracle(grads_f[n], grads_o[n], grads_r[n], name=f"{grad_name} {n}", factor=MODEL_GRAD_FACTOR)
-    return grads_o
-
-
 @pytest.mark.parametrize("gen", ["stylegan2", "stylegan2-orig", "stylegan"])
 def test_generator_fast_matches_reference_with_path_length_double_backward(gen):
     torch.manual_seed(2)
@@ -116,8 +84,6 @@ def test_generator_fast_matches_reference_with_path_length_double_backward(gen):
     for name, p in G.named_parameters():
         if "noise_strength" in name or name.endswith("bias"):
             p.data.normal_(0, 0.3)
-    fast, oracle = _pair(G)
-    ref32 = _ref32(G)
     z = torch.randn(3, 16)
     pl_noise = torch.randn(3, 3, 16, 16)
 
@@ -126,10 +92,10 @@ def test_generator_fast_matches_reference_with_path_length_double_backward(gen):
         img = model.synthesis(ws)
         g, = torch.autograd.grad((img * pl_noise.to(dtype)).sum(), ws, create_graph=True)
         g.square().sum(dim=2).mean().sqrt().backward()          # a path-length style penalty
-        return img, g, _grads(model)
+        return {"image": img, "dimg/dws": g}
 
-    grads_o = _compare_runs(run, fast, oracle, ref32, ("image", "dimg/dws"), "path-length grad")
-    assert sum(bool(g.abs().max() > 0) for g in grads_o.values()) > 10
+    oracle = assert_fast_matches_reference(G, run, values=("image",))
+    assert sum(bool(g.abs().max() > 0) for k, g in oracle.items() if k.startswith("grad ")) > 10
 
 
 @pytest.mark.parametrize("arch", ["resnet", "orig"])
@@ -140,8 +106,6 @@ def test_discriminator_fast_matches_reference_with_r1_double_backward(arch, c_di
     for name, p in D.named_parameters():
         if name.endswith("bias"):
             p.data.normal_(0, 0.3)
-    fast, oracle = _pair(D)
-    ref32 = _ref32(D)
     x = torch.randn(4, 3, 16, 16)
     c = torch.randint(0, 5, (4,)) if c_dim else None
 
@@ -150,9 +114,9 @@ def test_discriminator_fast_matches_reference_with_r1_double_backward(arch, c_di
         logits = model(img, c)
         g, = torch.autograd.grad(logits.sum(), img, create_graph=True)
         (g.square().sum() * 5.0 + logits.sum()).backward()   # R1 penalty plus the logits
-        return logits, g, _grads(model)
+        return {"logits": logits, "dD/dimg": g}
 
-    _compare_runs(run, fast, oracle, ref32, ("logits", "dD/dimg"), "R1 grad")
+    assert_fast_matches_reference(D, run, values=("logits",))
 
 
 def test_truncation_moves_ws_toward_w_avg():
