@@ -19,14 +19,6 @@ FLOORS = {
     torch.bfloat16: 1.6e-2,
 }
 
-# Whole-model parameter gradients (tests/models): twice the op-level factor. Through a whole
-# network several gradients are pure rounding noise around an exact 0 (biases ahead of a batch or
-# instance norm, attention's gamma summed over every activation, a path-length gradient of a
-# bias in a plane in lrelu's linear region), where a fused path is within 2x of the reference's
-# fp32 error only on average. Measured worst cases: 2.7x (BigGAN family, 120 random cases), 3.7x
-# (StyleGAN v1's path-length gradient of its first AdaIN bias).
-MODEL_GRAD_FACTOR = 4.0
-
 
 def poison_like(t: torch.Tensor) -> torch.Tensor:
     """A tensor like t filled with NaN: hand it to a kernel as its output so unwritten elements fail."""
