@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ganfast import backends
 from ganfast.ops import self_attention2d
 from ganfast.ops.self_attention import attention
-from ganfast.ops.self_attention.reference import attention_ref, self_attention2d_ref
+from ganfast.ops.self_attention.reference import (as_matrix, attention_ref, project, queries_keys_values,
+                                                  self_attention2d_ref)
 from ganfast.testing import assert_matches_oracle
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
@@ -58,6 +60,25 @@ def forward_grads_r1(fn, ts, dy):
 NAMES = ["y"] + [f"d{n}" for n in ("x", "w_theta", "w_phi", "w_g", "w_o", "gamma")] + \
         [f"r1/d{n}" for n in ("x", "w_theta", "w_phi", "w_g", "w_o", "gamma")]
 
+
+def flash_dw_g_allowance(ts, dy, pool):
+    """What a flash backward (P = exp(s - lse) recomputed from an fp32 lse) may add to dw_g's error
+    beyond the reference's, from float64 inputs ts, dy: u max|s| max(scatter(P^T |dO|) |x|^T).
+    Measured (6 shapes x 60 seeds, two OpenBLAS kernels for the interpreter's dots): dw_g reached 7.6x
+    the reference's error, <= 0.48 of this budget; P rounded to fp16 exceeds it >= 5x, a dropped query 4500x."""
+    x, w_theta, w_phi, w_g, w_o, gamma = ts
+    w_theta, w_phi, w_g, w_o = (as_matrix(w, "w") for w in (w_theta, w_phi, w_g, w_o))
+    q, k, _ = queries_keys_values(x, w_theta, w_phi, w_g, pool)
+    s = torch.matmul(q, k.transpose(1, 2))                                  # [B, N, M]
+    do = torch.matmul((gamma * w_o).T, dy.flatten(2))                       # [B, Cv, N]
+    dv_terms = torch.matmul(do.abs(), torch.softmax(s, -1))                 # [B, Cv, M]: (P^T |dO|)^T
+    g = project(x, w_g).requires_grad_()
+    pooled = F.max_pool2d(g, pool) if pool > 1 else g
+    (dg_terms,) = torch.autograd.grad(pooled, g, dv_terms.reshape(pooled.shape))   # the pool's scatter
+    dw_g_terms = torch.einsum("bjhw,bchw->jc", dg_terms, x.abs())
+    return 2.0 ** -24 * float(s.abs().max()) * float(dw_g_terms.max())
+
+
 # [B, C, H, W], pool: one comment per case.
 CASES = [
     pytest.param((2, 64, 6, 6), 2, id="c64-6x6"),        # C/8 = 8 (narrowest qk width), N = 36, M = 9
@@ -79,8 +100,14 @@ def test_matches_reference_forward_backward_double_backward_fp64_inputs(backend,
     oracle = forward_grads_r1(ref, _leaf(ts, torch.float64), dy)
     same = forward_grads_r1(ref, _leaf(ts, dtype), dy.to(dtype)) if dtype != torch.float64 else [None] * len(NAMES)
     got = forward_grads_r1(fast, _leaf(ts, dtype), dy.to(dtype))
+    # Triton's backward recomputes P = exp(s - lse) from the fp32 lse: P is off by ~u max|s| relative,
+    # which the reference's softmax normalizes away; dv = P^T dO carries it to dw_g: flash_dw_g_allowance.
+    extra = {"dw_g": flash_dw_g_allowance(ts, dy, pool)} if backend == "triton" else {}
     for n, g, o, s in zip(NAMES, got, oracle, same):
-        assert_matches_oracle(g, o, s, dtype=dtype, name=f"{backend}/{n}")
+        factor = 2.0
+        if n in extra:  # as a factor: assert_matches_oracle scales the reference's error only
+            factor += extra[n] / max(float((s - o).abs().max()), 1e-30)
+        assert_matches_oracle(g, o, s, dtype=dtype, name=f"{backend}/{n}", factor=factor)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
