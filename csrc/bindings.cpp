@@ -120,4 +120,17 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "out: optional preallocated output like x",
         py::arg("dy"), py::arg("x"), py::arg("mean"), py::arg("rstd"), py::arg("gain"), py::arg("bias"),
         py::arg("relu"), py::arg("c1"), py::arg("c2"), py::arg("out") = py::none());
+  m.def("sn_power_iteration", &ganfast::sn_power_iteration,
+        "spectral_norm: n_iters power iterations for one direction (u [1, O], v [1, K] updated in place); "
+        "returns sigma [1]",
+        py::arg("w"), py::arg("u"), py::arg("v"), py::arg("n_iters"), py::arg("eps"), py::arg("u_first"));
+  m.def("cbn_forward_step", &ganfast::cbn_forward_step,
+        "conditional_batch_norm's forward in one call: (y, mean, var) from the batch (training) or running "
+        "statistics; training updates running_mean / running_var in place",
+        py::arg("x"), py::arg("gain"), py::arg("bias"), py::arg("running_mean"), py::arg("running_var"),
+        py::arg("training"), py::arg("momentum"), py::arg("eps"), py::arg("relu"));
+  m.def("cbn_backward_step", &ganfast::cbn_backward_step,
+        "conditional_batch_norm's backward in one call: (dx, dgain, dbias) from dy and the forward's mean, var",
+        py::arg("dy"), py::arg("x"), py::arg("gain"), py::arg("bias"), py::arg("mean"), py::arg("var"),
+        py::arg("training"), py::arg("eps"), py::arg("relu"));
 }

@@ -5,6 +5,11 @@ Order of choice: the ``backend=`` argument, then ``with ganfast.use_backend(...)
 (CUDA: cuda -> triton -> reference; CPU: cpu -> reference). An explicitly requested backend that
 cannot run raises :class:`BackendNotSupported` with its reasons; an automatic fallback warns once,
 naming the op and the reason.
+
+Decided once, not per call: the environment (``GANFAST_BACKEND``, ``TRITON_INTERPRET``) is read
+at import and by :func:`refresh`; the choice for a call is cached per (op, requested backend,
+device type and dtype of each tensor). Call :func:`refresh` after changing either variable or
+building an extension in a running process.
 """
 from __future__ import annotations
 
@@ -143,8 +148,24 @@ def get_backend(name: str) -> Backend:
     return _BACKENDS[name]
 
 
+# The environment, read once (refresh() reads it again): os.environ lookups cost ~2 us each, and
+# dispatch runs on every call of every op.
+_env_backend: Optional[str] = None
+_env_interpret: bool = False
+
+
+def _read_environment() -> None:
+    global _env_backend, _env_interpret
+    _env_backend = os.environ.get("GANFAST_BACKEND") or None
+    _env_interpret = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+_read_environment()
+
+
 def triton_interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """Whether TRITON_INTERPRET was set (when ganfast was imported or refresh() last ran)."""
+    return _env_interpret
 
 
 @functools.lru_cache(maxsize=None)
@@ -197,21 +218,30 @@ def use_backend(name: str) -> Iterator[None]:
 def requested_backend(backend: Optional[str] = None) -> Optional[str]:
     """The explicitly requested backend for a call, or None for automatic choice."""
     if backend is None:
-        stack = getattr(_local, "stack", None)
-        backend = stack[-1] if stack else (os.environ.get("GANFAST_BACKEND") or None)
-    if backend is not None:
-        get_backend(backend)
+        stack = _local.__dict__.get("stack")
+        backend = stack[-1] if stack else _env_backend
+        if backend is None:
+            return None
+    if backend not in _BACKENDS:
+        get_backend(backend)   # raises, naming the valid backends
     return backend
 
 
 _warned: set = set()
-# (op, backend, (device type, dtype) of each tensor, interpreter flag) -> reasons. The verdict
-# depends only on that signature, and dispatch runs on every call of every op.
+# (op, backend, (device type, dtype) of each tensor) -> reasons. The verdict depends only on that
+# signature (and the environment, which refresh() re-reads, clearing this).
 _verdicts: dict = {}
+# (op, requested backend or None, (device type, dtype) of each tensor) -> the backend select()
+# returns; failures are not cached (they raise).
+_choices: dict = {}
 
 
-def _reasons(op: str, name: str, tensors: list) -> list[str]:
-    key = (op, name, tuple((t.device.type, t.dtype) for t in tensors if t is not None), triton_interpret())
+def _signature(tensors) -> tuple:
+    return tuple((t.device.type, t.dtype) for t in tensors if t is not None)
+
+
+def _reasons(op: str, name: str, tensors: list, sig: Optional[tuple] = None) -> list[str]:
+    key = (op, name, _signature(tensors) if sig is None else sig)
     found = _verdicts.get(key)
     if found is None:
         found = _verdicts[key] = _BACKENDS[name].not_supported_reasons(op, tensors)
@@ -219,31 +249,63 @@ def _reasons(op: str, name: str, tensors: list) -> list[str]:
 
 
 def clear_cache() -> None:
-    """Forget cached support verdicts (after an extension or the environment changed)."""
+    """Forget cached support verdicts and choices (after an extension was built or loaded)."""
     _verdicts.clear()
+    _choices.clear()
     _warned.clear()
 
 
+def refresh() -> None:
+    """Re-read GANFAST_BACKEND and TRITON_INTERPRET and forget every cached decision. Dispatch reads
+    the environment once; call this after changing either variable in a running process."""
+    _read_environment()
+    clear_cache()
+
+
 def select(op: str, tensors: Iterable[Optional[torch.Tensor]], backend: Optional[str] = None) -> str:
-    """Name of the backend that runs `op` on `tensors` (see the module docstring for the order)."""
-    tensors = list(tensors)
-    requested = requested_backend(backend)
+    """Name of the backend that runs `op` on `tensors` (see the module docstring for the order).
+
+    Cached per (op, requested backend, the first tensor's device, every tensor's dtype): the
+    tensors of one call share a device (each op checks that), and support depends on nothing else.
+    """
+    if backend is None:
+        stack = _local.__dict__.get("stack")
+        backend = stack[-1] if stack else _env_backend
+    key = [op, backend]
+    device = None
+    for t in tensors:
+        if t is not None:
+            if device is None:
+                device = t.device
+                key.append(device)
+            key.append(t.dtype)
+    key = tuple(key)
+    name = _choices.get(key)
+    if name is None:
+        tensors = list(tensors)
+        requested = requested_backend(backend)
+        name = _choices[key] = _choose(op, tensors, requested, _signature(tensors))
+    return name
+
+
+def _choose(op: str, tensors: list, requested: Optional[str], sig: tuple) -> str:
+    """select() without the cache: raises BackendNotSupported, warns on an automatic fallback."""
     if requested is not None:
-        reasons = _reasons(op, requested, tensors)
+        reasons = _reasons(op, requested, tensors, sig)
         if reasons:
             raise BackendNotSupported(f"ganfast.ops.{op}: backend '{requested}' cannot run this call: " + "; ".join(reasons))
         return requested
     device = next(t.device for t in tensors if t is not None)
     skipped = []
     for name in AUTO_ORDER.get(device.type, ("reference",)):
-        reasons = _reasons(op, name, tensors)
+        reasons = _reasons(op, name, tensors, sig)
         if not reasons:
             if skipped:
                 key = (op, name, tuple(skipped))
                 if key not in _warned:
                     _warned.add(key)
                     warnings.warn(f"ganfast.ops.{op}: falling back to backend '{name}' on {device.type}: "
-                                  + "; ".join(skipped), RuntimeWarning, stacklevel=3)
+                                  + "; ".join(skipped), RuntimeWarning, stacklevel=4)
             return name
         skipped.extend(f"{name}: {r}" for r in reasons)
     raise BackendNotSupported(f"ganfast.ops.{op}: no backend can run this call: " + "; ".join(skipped))

@@ -253,3 +253,63 @@ def test_metric_scales_bench_orders_the_degradations(tmp_path):
     assert noise["swd_avg"] > 3 * real["swd_avg"] and noise["fid"] > 3 * real["fid"]
     assert blur["swd_32"] > 2 * real["swd_32"]                      # blur shows at the fine level
     assert rows["real"]["n"] == 60 and rows["real"]["git_sha"] is not None
+
+
+def test_overhead_bench_writes_rows_for_every_pass_and_variant(tmp_path):
+    # bench/overhead.py on two cases (an op with a double backward, a module), a handful of calls:
+    # every pass gets ganfast-auto, ganfast-reference and eager-composite rows, plus the torch.add unit.
+    mod = _bench_script("overhead")
+    out = tmp_path / "overhead.jsonl"
+    threads = torch.get_num_threads()
+    assert mod.main(["--ops", "bias_act", "BatchNormAct2d", "--repeats", "2", "--calls", "3", "--warmup", "1",
+                     "--out", str(out), "--label", "test"]) == 0
+    assert torch.get_num_threads() == threads                  # main restores the caller's thread count
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    for name in ("bias_act", "BatchNormAct2d"):
+        case = mod.CASES[name]
+        assert case.passes == mod.PASSES
+        got = {(r["pass"], r["variant"]) for r in rows if r["op"] == name}
+        assert got == {(p, v) for p in mod.PASSES for v in (mod.AUTO, mod.REF, mod.COMPOSITE)} | {("fwd", mod.ADD)}
+    add = {r["op"]: r["us_per_call"] for r in rows if r["variant"] == mod.ADD}
+    composite = {(r["op"], r["pass"]): r["us_per_call"] for r in rows if r["variant"] == mod.COMPOSITE}
+    for r in rows:
+        assert r["us_per_call"] > 0 and len(r["us_batches"]) == 2 and r["us_per_call"] == min(r["us_batches"])
+        assert r["ratio_to_add"] == pytest.approx(r["us_per_call"] / add[r["op"]])
+        assert r["ratio_to_composite"] == pytest.approx(r["us_per_call"] / composite[(r["op"], r["pass"])])
+        assert r["threads"] == 1 and r["device"] == "cpu" and r["dtype"] == "float32" and r["label"] == "test"
+        assert r["composite_checked"] is True and r["calls"] == 3 and r["repeats"] == 2
+        assert r["machine"]["torch_threads"] == 1 and r["torch"] == torch.__version__ and r["git_sha"]
+        assert r["run_id"] == rows[0]["run_id"]
+    assert {r["shape"] == [2, 8, 4, 4] for r in rows} == {True}
+    assert {r["backend"] for r in rows if r["variant"] == mod.REF} == {"reference"}
+
+
+def test_overhead_composite_check_catches_a_wrong_composite(monkeypatch, tmp_path):
+    # The float64 check compares outputs, in-place state and gradients: a composite with the wrong
+    # lrelu slope, or a batch norm with the wrong momentum (same output, other running statistics),
+    # raises, and main() then writes no rows.
+    import dataclasses
+    mod = _bench_script("overhead")
+
+    def with_composite(case, fn):
+        def setup(*args, **kw):
+            bound = case.setup(*args, **kw)
+            bound.variants[mod.COMPOSITE] = dataclasses.replace(bound.variants[mod.COMPOSITE], fn=fn)
+            return bound
+        return dataclasses.replace(case, setup=setup)
+
+    mod.check_composite(mod.CASES["bias_act"])      # the real composite passes
+    slope = with_composite(mod.CASES["bias_act"],   # slope 0.1, not 0.2
+                           lambda x, b: torch.nn.functional.leaky_relu(x + b[:, None, None], 0.1) * math.sqrt(2))
+    with pytest.raises(AssertionError, match="bias_act: ganfast-auto and eager-composite differ in output"):
+        mod.check_composite(slope)
+    momentum = with_composite(mod.CASES["conditional_batch_norm"],    # momentum 0.2, not 0.1
+                              lambda x, g, b, rm, rv: mod.cbn_composite(x, g, b, rm, rv, True, momentum=0.2))
+    with pytest.raises(AssertionError, match="differ in state input3"):      # input 3: running_mean
+        mod.check_composite(momentum)
+
+    monkeypatch.setitem(mod.CASES, "bias_act", slope)
+    out = tmp_path / "overhead.jsonl"
+    with pytest.raises(AssertionError, match="bias_act"):
+        mod.main(["--ops", "bias_act", "--repeats", "1", "--calls", "1", "--out", str(out)])
+    assert not out.exists()

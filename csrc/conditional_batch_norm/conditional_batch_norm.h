@@ -25,6 +25,7 @@
 // (planes, chunks) add up directly.
 #pragma once
 #include <cstdint>
+#include <tuple>
 #include <torch/extension.h>
 
 #include "common/host_device.h"
@@ -61,6 +62,20 @@ at::Tensor cbn_backward_dx_cpu(const at::Tensor& dy, const at::Tensor& x, const 
                                const at::Tensor& rstd, const at::Tensor& gain, const at::Tensor& bias, bool relu,
                                const at::Tensor& c1, const at::Tensor& c2,
                                const c10::optional<at::Tensor>& out = c10::nullopt);
+// The eager path's whole forward in one call (conditional_batch_norm_common.cpp, on this
+// extension's passes): (y, mean [C], var [C] biased) from the batch (training) or running
+// statistics; training updates running_mean / running_var in place when given.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cbn_forward_step(const at::Tensor& x, const at::Tensor& gain,
+                                                                const at::Tensor& bias,
+                                                                const c10::optional<at::Tensor>& running_mean,
+                                                                const c10::optional<at::Tensor>& running_var,
+                                                                bool training, double momentum, double eps, bool relu);
+// ... and its backward: (dx, dgain [N, C], dbias [N, C]) from dy and the forward's mean and var.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cbn_backward_step(const at::Tensor& dy, const at::Tensor& x,
+                                                                 const at::Tensor& gain, const at::Tensor& bias,
+                                                                 const at::Tensor& mean, const at::Tensor& var,
+                                                                 bool training, double eps, bool relu);
+
 #ifdef GANFAST_WITH_CUDA
 at::Tensor cbn_channel_stats_cuda(const at::Tensor& x);
 at::Tensor cbn_forward_apply_cuda(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,

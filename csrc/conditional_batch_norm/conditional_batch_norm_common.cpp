@@ -2,6 +2,8 @@
 // checks and the parameter struct. setup.py compiles this file into both.
 #include "conditional_batch_norm/conditional_batch_norm.h"
 
+#include <algorithm>
+
 #include "common/checks.h"
 
 namespace ganfast {
@@ -68,6 +70,103 @@ CbnParams make_cbn_params(const at::Tensor& x, const c10::optional<at::Tensor>& 
   p.M = x.size(2) * x.size(3);
   p.relu = relu;
   return p;
+}
+
+
+// ---- the whole forward and backward in one call (the eager path without a process group) ----
+// The same passes and the same [C]-sized ATen ops, in the same order, as the Python composition
+// in ganfast/ops/conditional_batch_norm/__init__.py (_forward, _backward, update_running_stats):
+// one call from Python instead of a dozen, which is what a small layer's time is made of.
+
+namespace {
+
+#ifdef GANFAST_WITH_CUDA
+at::Tensor channel_stats_pass(const at::Tensor& x) { return cbn_channel_stats_cuda(x); }
+at::Tensor forward_apply_pass(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
+                              const at::Tensor& gain, const at::Tensor& bias, bool relu) {
+  return cbn_forward_apply_cuda(x, mean, rstd, gain, bias, relu);
+}
+at::Tensor backward_sums_pass(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
+                              const at::Tensor& rstd, const at::Tensor& gain, const at::Tensor& bias, bool relu) {
+  return cbn_backward_sums_cuda(dy, x, mean, rstd, gain, bias, relu);
+}
+at::Tensor backward_dx_pass(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
+                            const at::Tensor& gain, const at::Tensor& bias, bool relu, const at::Tensor& c1,
+                            const at::Tensor& c2) {
+  return cbn_backward_dx_cuda(dy, x, mean, rstd, gain, bias, relu, c1, c2);
+}
+#else
+at::Tensor channel_stats_pass(const at::Tensor& x) { return cbn_channel_stats_cpu(x); }
+at::Tensor forward_apply_pass(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
+                              const at::Tensor& gain, const at::Tensor& bias, bool relu) {
+  return cbn_forward_apply_cpu(x, mean, rstd, gain, bias, relu);
+}
+at::Tensor backward_sums_pass(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
+                              const at::Tensor& rstd, const at::Tensor& gain, const at::Tensor& bias, bool relu) {
+  return cbn_backward_sums_cpu(dy, x, mean, rstd, gain, bias, relu);
+}
+at::Tensor backward_dx_pass(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
+                            const at::Tensor& gain, const at::Tensor& bias, bool relu, const at::Tensor& c1,
+                            const at::Tensor& c2) {
+  return cbn_backward_dx_cpu(dy, x, mean, rstd, gain, bias, relu, c1, c2);
+}
+#endif
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cbn_forward_step(const at::Tensor& x, const at::Tensor& gain,
+                                                                const at::Tensor& bias,
+                                                                const c10::optional<at::Tensor>& running_mean,
+                                                                const c10::optional<at::Tensor>& running_var,
+                                                                bool training, double momentum, double eps, bool relu) {
+  TORCH_CHECK(x.dim() == 4, "ganfast: conditional_batch_norm x must be [N, C, H, W], got shape ", x.sizes());
+  const at::ScalarType acc = cbn_acc_dtype(x);
+  const double count = static_cast<double>(x.size(0) * x.size(2) * x.size(3));
+  at::Tensor mean, var;
+  if (training) {
+    const at::Tensor st = channel_stats_pass(x);  // [C, 2] (mean, M2)
+    mean = st.select(1, 0).contiguous();
+    var = st.select(1, 1).contiguous().div(count);
+  } else {
+    TORCH_CHECK(running_mean.has_value() && running_var.has_value(),
+                "ganfast: conditional_batch_norm training=False normalizes with the running statistics: "
+                "running_mean and running_var must be given");
+    mean = running_mean->to(acc, /*non_blocking=*/false, /*copy=*/true);  // outputs never alias inputs
+    var = running_var->to(acc, /*non_blocking=*/false, /*copy=*/true);
+  }
+  const at::Tensor rstd = at::rsqrt(var + eps);
+  at::Tensor y = forward_apply_pass(x, mean, rstd, gain, bias, relu);
+  if (training) {  // torch BatchNorm's rule: r <- (1 - momentum) r + momentum * batch (unbiased var)
+    at::NoGradGuard no_grad;
+    if (running_mean.has_value()) running_mean->lerp_(mean.to(running_mean->scalar_type()), momentum);
+    if (running_var.has_value()) {
+      const double unbias = count / std::max(count - 1.0, 1.0);
+      running_var->lerp_((var * unbias).to(running_var->scalar_type()), momentum);
+    }
+  }
+  return {y, mean, var};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cbn_backward_step(const at::Tensor& dy, const at::Tensor& x,
+                                                                 const at::Tensor& gain, const at::Tensor& bias,
+                                                                 const at::Tensor& mean, const at::Tensor& var,
+                                                                 bool training, double eps, bool relu) {
+  TORCH_CHECK(x.dim() == 4, "ganfast: conditional_batch_norm x must be [N, C, H, W], got shape ", x.sizes());
+  const at::Tensor g = dy.contiguous();
+  const at::Tensor rstd = at::rsqrt(var + eps);
+  const at::Tensor sums = backward_sums_pass(g, x, mean, rstd, gain, bias, relu);  // [N, C, 2]
+  at::Tensor dbias = sums.select(2, 0).contiguous(), dgain = sums.select(2, 1).contiguous();
+  at::Tensor c1, c2;
+  if (training) {
+    const double count = static_cast<double>(x.size(0) * x.size(2) * x.size(3));
+    c1 = (gain * dbias).sum(0).div(count);
+    c2 = (gain * dgain).sum(0).div(count);
+  } else {
+    c1 = at::zeros_like(mean);
+    c2 = c1;
+  }
+  at::Tensor dx = backward_dx_pass(g, x, mean, rstd, gain, bias, relu, c1, c2);
+  return {dx, dgain, dbias};
 }
 
 }  // namespace ganfast

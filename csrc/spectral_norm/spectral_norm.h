@@ -39,6 +39,12 @@ SpectralNormParams make_matvec_gram_params(const at::Tensor& w, const at::Tensor
                                            const c10::optional<at::Tensor>& s_out, bool allow_double, at::Tensor* t,
                                            at::Tensor* s);
 
+// n_iters power iterations for one direction (reference.py's _power_iteration_single, the same
+// values), on this extension's passes: w [O, K] contiguous, u [1, O] and v [1, K] in the
+// accumulation dtype, updated in place. Returns sigma [1] (acc dtype).
+at::Tensor sn_power_iteration(const at::Tensor& w, const at::Tensor& u, const at::Tensor& v, int64_t n_iters, double eps,
+                              bool u_first);
+
 at::Tensor sn_matvec_t_cpu(const at::Tensor& w, const at::Tensor& u, const c10::optional<at::Tensor>& out = c10::nullopt);
 std::tuple<at::Tensor, c10::optional<at::Tensor>> sn_matvec_gram_cpu(
     const at::Tensor& w, const at::Tensor& v, bool gram, const c10::optional<at::Tensor>& t_out = c10::nullopt,

@@ -87,4 +87,66 @@ SpectralNormParams make_matvec_gram_params(const at::Tensor& w, const at::Tensor
   return p;
 }
 
+// ---- n power iterations for one singular direction, in one call ----
+// reference.py's _power_iteration_single step for step (the same passes and ATen ops in the same
+// order, so the same values), then u and v written in place: one call from Python instead of a
+// dozen small ops per spectrally normalized layer and step.
+
+namespace {
+
+std::tuple<at::Tensor, c10::optional<at::Tensor>> gram_pass(const at::Tensor& w, const at::Tensor& v, bool gram) {
+#ifdef GANFAST_WITH_CUDA
+  return sn_matvec_gram_cuda(w, v, gram);
+#else
+  return sn_matvec_gram_cpu(w, v, gram);
+#endif
+}
+
+at::Tensor t_pass(const at::Tensor& w, const at::Tensor& u) {
+#ifdef GANFAST_WITH_CUDA
+  return sn_matvec_t_cuda(w, u);
+#else
+  return sn_matvec_t_cpu(w, u);
+#endif
+}
+
+}  // namespace
+
+at::Tensor sn_power_iteration(const at::Tensor& w, const at::Tensor& u, const at::Tensor& v, int64_t n_iters, double eps,
+                              bool u_first) {
+  TORCH_CHECK(n_iters >= 1, "ganfast: sn_power_iteration n_iters must be >= 1, got ", n_iters);
+  TORCH_CHECK(u.dim() == 2 && u.size(0) == 1 && v.dim() == 2 && v.size(0) == 1,
+              "ganfast: sn_power_iteration takes one direction: u [1, O] and v [1, K], got shapes ", u.sizes(),
+              " and ", v.sizes());
+  at::NoGradGuard no_grad;
+  at::Tensor un, vn, sigma;
+  if (u_first) {
+    at::Tensor vk = v.contiguous();
+    for (int64_t i = 0; i < n_iters; ++i) {
+      auto [t, s_opt] = gram_pass(w, vk, /*gram=*/true);
+      const at::Tensor tn = at::linalg_vector_norm(t, 2, {1}, /*keepdim=*/true).clamp_min(eps);
+      un = t / tn;
+      const at::Tensor s = *s_opt / tn;  // W^T u
+      const at::Tensor sn = at::linalg_vector_norm(s, 2, {1}, /*keepdim=*/true);
+      vk = s / sn.clamp_min(eps);
+      sigma = (sn * sn / sn.clamp_min(eps)).squeeze(1);  // u^T W v = s . v
+    }
+    vn = vk;
+  } else {
+    at::Tensor s = t_pass(w, u.contiguous());  // W^T u
+    at::Tensor tn;
+    for (int64_t i = 0; i < n_iters; ++i) {
+      vn = s / at::linalg_vector_norm(s, 2, {1}, /*keepdim=*/true).clamp_min(eps);
+      auto [t, s_opt] = gram_pass(w, vn, i + 1 < n_iters);
+      tn = at::linalg_vector_norm(t, 2, {1}, /*keepdim=*/true);
+      un = t / tn.clamp_min(eps);
+      if (s_opt.has_value()) s = *s_opt / tn.clamp_min(eps);
+    }
+    sigma = (tn * tn / tn.clamp_min(eps)).squeeze(1);  // u^T W v = t . u
+  }
+  u.copy_(un);
+  v.copy_(vn);
+  return sigma;
+}
+
 }  // namespace ganfast

@@ -103,13 +103,18 @@ class SpectralNorm(nn.Module):
         """[num_svs] singular value estimates, differentiable in weight (d sigma_i / dW = u_i v_i^T).
         Training mode runs n_power_iterations (updating _u, _v); eval uses the stored vectors."""
         w_mat = self._matrix(weight)
+        # power_iteration and sigma_estimate record no graph: no no_grad context needed (it costs
+        # a few microseconds, on every layer and step)
         if self.training:
-            self._power_method(w_mat, self.n_power_iterations)
+            sigma = power_iteration(w_mat.detach(), self._u, self._v, self.n_power_iterations, self.eps, self.u_first,
+                                    self.backend).reshape(-1)
         else:
-            with torch.no_grad():
-                self._sigma.copy_(sigma_estimate(w_mat.detach(), self._u, self._v, self.backend).reshape(-1))
+            sigma = sigma_estimate(w_mat.detach(), self._u, self._v, self.backend).reshape(-1)
+        self._sigma.copy_(sigma)
+        if not (torch.is_grad_enabled() and w_mat.requires_grad):
+            return sigma      # a new tensor: nothing to differentiate, no copies of u and v needed
         # copies: the buffers move on at the next training call, maybe before this backward
-        return spectral_sigma(w_mat, self._u.clone(), self._v.clone(), self._sigma.clone())
+        return spectral_sigma(w_mat, self._u.clone(), self._v.clone(), sigma)
 
     def sigma(self, weight: torch.Tensor) -> torch.Tensor:
         """The largest singular value estimate (what W is divided by), [] and differentiable."""

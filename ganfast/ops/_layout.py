@@ -35,4 +35,7 @@ def is_eager(*tensors) -> bool:
     """
     if torch.compiler.is_compiling():
         return False
-    return all(t is None or type(t) in (torch.Tensor, torch.nn.Parameter) for t in tensors)
+    for t in tensors:
+        if t is not None and type(t) is not torch.Tensor and type(t) is not torch.nn.Parameter:
+            return False
+    return True

@@ -191,19 +191,32 @@ def test_explicit_backend_that_cannot_run_raises_with_reasons():
         bias_act(torch.randn(2, 3), backend="cuda")
 
 
+@pytest.fixture
+def env_monkeypatch(monkeypatch):
+    """monkeypatch for environment variables that dispatch reads: it reads them once, so each
+    change is followed by backends.refresh(), and the original environment is re-read after."""
+    yield monkeypatch
+    monkeypatch.undo()
+    backends.refresh()
+
+
 @needs_cpu_ext
-def test_context_and_env_choose_backend(monkeypatch):
+def test_context_and_env_choose_backend(env_monkeypatch):
+    monkeypatch = env_monkeypatch
     x = torch.randn(2, 3)
     with ganfast.use_backend("cuda"):
         with pytest.raises(ganfast.BackendNotSupported):
             bias_act(x)
         bias_act(x, backend="cpu")  # the argument wins over the context
     monkeypatch.setenv("GANFAST_BACKEND", "cuda")
+    bias_act(x)    # read once: the change counts only after refresh()
+    backends.refresh()
     with pytest.raises(ganfast.BackendNotSupported):
         bias_act(x)
     with ganfast.use_backend("cpu"):  # the context wins over the environment
         bias_act(x)
     monkeypatch.setenv("GANFAST_BACKEND", "bogus")
+    backends.refresh()
     with pytest.raises(ValueError, match="backend must be one of"):
         bias_act(x)
 
@@ -220,6 +233,7 @@ def test_automatic_fallback_warns_once_and_is_correct(monkeypatch):
                         lambda name: "simulated: extension missing" if name == "cpu" else real(name))
     monkeypatch.setattr(backends, "_warned", set())
     monkeypatch.setattr(backends, "_verdicts", {})
+    monkeypatch.setattr(backends, "_choices", {})
     x, b = torch.randn(3, 4, 5), torch.randn(4)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

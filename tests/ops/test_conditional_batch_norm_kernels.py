@@ -9,6 +9,7 @@ on the CUDA and Triton kernels.
 """
 from __future__ import annotations
 
+import importlib
 from types import SimpleNamespace
 from typing import Optional
 
@@ -317,3 +318,32 @@ def test_cpu_accepts_the_arguments_the_bad_cases_start_from():
     contract = cpu_contract()
     for fn in ALL:
         _call(contract, fn, _args())
+
+
+# ---- the one-call forward and backward (cbn_forward_step / cbn_backward_step) ----
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", ["map_4x4", "odd_channels", "batch_1", "constant_channels"])
+def test_cpu_one_call_steps_equal_the_python_composition(case, dtype, training):
+    """The eager path's one-call forward / backward run the same passes and [C]-sized ops, in the
+    same order, as the Python composition the custom ops keep (_forward, update_running_stats,
+    _backward): bit-identical results and running statistics."""
+    cbn = importlib.import_module("ganfast.ops.conditional_batch_norm")   # the package, not the function
+    _, shape, kind = CASE_BY_NAME[case]
+    t = make_inputs(shape, kind, dtype)
+    relu, eps, momentum = True, EPS, 0.1
+    cpu_contract()   # skips without the extension
+    ext = ganfast._ext.extension("cpu")
+    rm1, rv1 = torch.randn(shape[1]).abs(), torch.rand(shape[1]) + 0.5
+    rm2, rv2 = rm1.clone(), rv1.clone()
+    y1, mean1, var1 = ext.cbn_forward_step(t.x, t.gain, t.bias, rm1, rv1, training, momentum, eps, relu)
+    y2, mean2, var2, cnt = cbn._forward(t.x, t.gain, t.bias, rm2, rv2, training, eps, relu, "cpu")
+    if training:
+        cbn.update_running_stats(rm2, rv2, momentum, cnt, mean2, var2)
+    for got, want in ((y1, y2), (mean1, mean2), (var1, var2), (rm1, rm2), (rv1, rv2)):
+        assert torch.equal(got, want)
+    g1 = ext.cbn_backward_step(t.dy, t.x, t.gain, t.bias, mean1, var1, training, eps, relu)
+    g2 = cbn._backward(t.dy, t.x, t.gain, t.bias, mean2, var2, cnt, training, eps, relu, "cpu")
+    for got, want in zip(g1, g2):
+        assert torch.equal(got, want)

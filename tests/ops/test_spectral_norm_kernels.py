@@ -303,3 +303,28 @@ def test_cpu_rejects_tensors_on_another_device():
         kernel.matvec_t(w, u, out=torch.empty(2, 12, device="meta"))
     with pytest.raises(RuntimeError, match=r"t_out must be on w's device cpu"):
         kernel.matvec_gram(w, v, True, t_out=torch.empty(2, 5, device="meta"))
+
+
+# ---- the one-call power iteration (sn_power_iteration) ----
+
+@pytest.mark.parametrize("u_first", [False, True], ids=["v_first", "u_first"])
+@pytest.mark.parametrize("n_iters", [1, 3])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(1, 37), (7, 13), (45, 17 * 9)], ids=["one_row", "odd", "conv3x3_odd"])
+def test_cpu_one_call_power_iteration_equals_the_python_composition(shape, dtype, n_iters, u_first):
+    """The eager path's one call runs reference.power_iteration_step's passes and vector ops in the
+    same order: bit-identical sigma, u and v (u and v written in place)."""
+    why = ganfast._ext.unavailable_reason("cpu")
+    if why:
+        pytest.skip(f"CPU extension unavailable: {why}")
+    from ganfast.ops.spectral_norm import cpu
+    gen = torch.Generator().manual_seed(3)
+    acc = reference.acc_dtype(torch.empty(0, dtype=dtype))
+    w = torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype)
+    u = torch.nn.functional.normalize(torch.randn(1, shape[0], generator=gen, dtype=acc), dim=1)
+    v = torch.nn.functional.normalize(torch.randn(1, shape[1], generator=gen, dtype=acc), dim=1)
+    sigma_want, u_want, v_want = reference.power_iteration_step(cpu, w, u, v, n_iters, 1e-12, u_first)
+    u_got, v_got = u.clone(), v.clone()
+    sigma_got = ganfast._ext.extension("cpu").sn_power_iteration(w, u_got, v_got, n_iters, 1e-12, u_first)
+    for got, want in ((sigma_got, sigma_want), (u_got, u_want), (v_got, v_want)):
+        assert torch.equal(got, want), (got, want)

@@ -99,7 +99,7 @@ def _backward_of_forward(ctx, dout, dstats, backward_op=None):
     x, s, noise, ns, b, stats = ctx.saved_tensors
     if dout is None:
         return (None,) * 12
-    if backward_op is _AdainNoiseBackwardFn.apply and not torch.is_grad_enabled():
+    if backward_op == _AdainNoiseBackwardFn.apply and not torch.is_grad_enabled():
         # No graph of the gradient is being built (backward without create_graph): skip the
         # autograd.Function wrapper that only the double backward needs.
         dx, ds, dt, sdz, sdzn = _backward(dout, x, s, noise, ns, b, stats, *ctx.args)
@@ -151,15 +151,16 @@ _adain_noise_backward_op.register_autograd(_backward_of_backward, setup_context=
 # ---- the same two ops as autograd.Functions, for eager mode ----
 
 class _AdainNoiseFn(torch.autograd.Function):
+    # the scalar arguments travel as one tuple: apply() walks its arguments in Python, ~1 us each
     @staticmethod
-    def forward(ctx, x, s, t, noise, ns, b, act, alpha, gain, eps, seed, backend):
-        out = _forward(x, s, t, noise, ns, b, act, alpha, gain, eps, seed, backend)
-        _setup_forward(ctx, (x, s, t, noise, ns, b, act, alpha, gain, eps, seed, backend), out)
+    def forward(ctx, x, s, t, noise, ns, b, args):
+        out = _forward(x, s, t, noise, ns, b, *args)
+        _setup_forward(ctx, (x, s, t, noise, ns, b) + args, out)
         return out
 
     @staticmethod
     def backward(ctx, dout, dstats):
-        return _backward_of_forward(ctx, dout, dstats, backward_op=_AdainNoiseBackwardFn.apply)
+        return _backward_of_forward(ctx, dout, dstats, backward_op=_AdainNoiseBackwardFn.apply)[:6] + (None,)
 
 
 class _AdainNoiseBackwardFn(torch.autograd.Function):
@@ -277,5 +278,8 @@ def adain_noise(x: torch.Tensor, style_scale: torch.Tensor, style_bias: torch.Te
         return adain_noise_ref(x, s, t, nz, ns, b, act, alpha, gain, eps, upcast=True)
     seed_arg = -1 if seed is None else seed
     if is_eager(x, s, t, noise, ns, b):
-        return _AdainNoiseFn.apply(x, s, t, noise, ns, b, act, alpha, gain, eps, seed_arg, name or "")[0]
+        if torch.is_grad_enabled() and any(v is not None and v.requires_grad for v in (x, s, t, noise, ns, b)):
+            return _AdainNoiseFn.apply(x, s, t, noise, ns, b, (act, alpha, gain, eps, seed_arg, name or ""))[0]
+        # nothing to differentiate: the kernel alone, without autograd's bookkeeping
+        return _forward(x, s, t, noise, ns, b, act, alpha, gain, eps, seed_arg, name or "")[0]
     return torch.ops.ganfast.adain_noise(x, s, t, noise, ns, b, act, alpha, gain, eps, seed_arg, name or "")[0]

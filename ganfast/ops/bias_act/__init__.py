@@ -31,14 +31,17 @@ def _impl(name: str):
     return backends.kernel_module(OP, name)
 
 
-def _run(order: int, x, b, g, gg, dim, act, alpha, gain, clamp, want_db, backend):
+def _run(order: int, x, b, g, gg, dim, act, alpha, gain, clamp, want_db, backend, db_tensor=True):
+    """(out, db) from backend's kernel. db_tensor: a tensor even where no db is computed (custom
+    ops return tensors; the eager Functions take None and allocate nothing)."""
     x = dense(x)
-    b = b.contiguous() if b is not None else None
+    if b is not None and not b.is_contiguous():
+        b = b.contiguous()
     g = layout_of(g, x) if g is not None else None
     gg = layout_of(gg, x) if gg is not None else None
     name = backends.select(OP, (x, b, g, gg), backend or None)
     out, db = _impl(name).run(order, x, b, g, gg, dim, act, alpha, gain, clamp, want_db and b is not None)
-    if db is None:
+    if db is None and db_tensor:
         db = x.new_zeros(x.shape[dim] if b is not None else 0)
     return out, db
 
@@ -150,22 +153,30 @@ _bias_act_grad2_op.register_autograd(_backward_grad2, setup_context=lambda ctx, 
 
 class _BiasActFn(torch.autograd.Function):
     # forward(ctx, ...) rather than a separate setup_context: apply() then skips a per-call
-    # inspect.signature bind (~60 us).
+    # inspect.signature bind (~60 us). The scalar arguments travel as one tuple: apply() walks
+    # its arguments in Python, ~1 us each.
     @staticmethod
-    def forward(ctx, x, b, dim, act, alpha, gain, clamp, backend):
-        out = _run(0, x, b, None, None, dim, act, alpha, gain, clamp, False, backend)[0]
-        _setup_fwd(ctx, (x, b, dim, act, alpha, gain, clamp, backend), out)
+    def forward(ctx, x, b, args):
+        dim, act, alpha, gain, clamp, backend = args
+        out = _run(0, x, b, None, None, dim, act, alpha, gain, clamp, False, backend, db_tensor=False)[0]
+        _setup_fwd(ctx, (x, b) + args, out)
         return out
 
     @staticmethod
     def backward(ctx, dy):
-        return _backward_fwd(ctx, dy, grad_op=_BiasActGradFn.apply)
+        # a first-order backward (no graph of it being built) runs the kernel alone
+        grads = _backward_fwd(ctx, dy, grad_op=_BiasActGradFn.apply if torch.is_grad_enabled() else _grad_direct)
+        return grads[0], grads[1], None
+
+
+def _grad_direct(g, x, b, dim, act, alpha, gain, clamp, want_db, backend):
+    return _run(1, x, b, g, None, dim, act, alpha, gain, clamp, want_db, backend, db_tensor=False)
 
 
 class _BiasActGradFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, g, x, b, dim, act, alpha, gain, clamp, want_db, backend):
-        out = _run(1, x, b, g, None, dim, act, alpha, gain, clamp, want_db, backend)
+        out = _run(1, x, b, g, None, dim, act, alpha, gain, clamp, want_db, backend, db_tensor=False)
         _setup_grad(ctx, (g, x, b, dim, act, alpha, gain, clamp, want_db, backend), out)
         return out
 
@@ -177,7 +188,7 @@ class _BiasActGradFn(torch.autograd.Function):
 class _BiasActGrad2Fn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gg, g, x, b, dim, act, alpha, gain, clamp, want_db, backend):
-        return _run(2, x, b, g, gg, dim, act, alpha, gain, clamp, want_db, backend)
+        return _run(2, x, b, g, gg, dim, act, alpha, gain, clamp, want_db, backend, db_tensor=False)
 
     @staticmethod
     def backward(ctx, *grads):
@@ -186,8 +197,48 @@ class _BiasActGrad2Fn(torch.autograd.Function):
 
 # ---- public API ----
 
+# (act, alpha, gain, clamp) -> (alpha, gain, clamp) as floats, checked: a layer passes the same
+# ones on every call.
+_SCALARS: dict = {}
+
+
+def _resolve_scalars(act, alpha, gain, clamp) -> tuple[float, float, float]:
+    if act not in ACTIVATIONS:
+        raise ValueError(f"bias_act: act must be one of {list(ACTIVATIONS)}, got {act!r}")
+    spec = ACTIVATIONS[act]
+    alpha = float(alpha if alpha is not None else spec.def_alpha)
+    gain = float(gain if gain is not None else spec.def_gain)
+    if clamp is None or clamp == -1:  # -1: "no clamp", as in the StyleGAN2/3 codebases
+        clamp = -1.0
+    elif clamp < 0:
+        raise ValueError(f"bias_act: clamp must be None or >= 0, got {clamp}")
+    return alpha, gain, float(clamp)
+
+
 def resolve_args(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str, alpha, gain, clamp):
     """Validate bias_act's arguments; return (dim, alpha, gain, clamp) resolved to plain numbers."""
+    if type(x) is torch.Tensor or type(x) is torch.nn.Parameter:
+        # the common call, checked with the fewest attribute reads (this runs on every call)
+        ndim = x.ndim
+        if x.is_floating_point() and type(dim) is int and -ndim <= dim < ndim:
+            dim = dim % ndim
+            if b is None or (type(b) in (torch.Tensor, torch.nn.Parameter) and b.ndim == 1
+                             and b.shape[0] == x.shape[dim] and b.dtype == x.dtype and b.device == x.device):
+                key = (act, alpha, gain, clamp)
+                try:
+                    found = _SCALARS.get(key)
+                except TypeError:   # an unhashable argument: the slow path says what is wrong
+                    found = None
+                if found is None:
+                    found = _resolve_scalars(act, alpha, gain, clamp)
+                    if len(_SCALARS) < 1024:
+                        _SCALARS[key] = found
+                return (dim,) + found
+    return _resolve_args_checked(x, b, dim, act, alpha, gain, clamp)
+
+
+def _resolve_args_checked(x, b, dim, act, alpha, gain, clamp):
+    """resolve_args with every check spelled out (any argument; raises naming what is wrong)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"bias_act: x must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
@@ -207,14 +258,7 @@ def resolve_args(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str,
             raise TypeError(f"bias_act: b must have x's dtype {x.dtype}, got {b.dtype}")
         if b.device != x.device:
             raise ValueError(f"bias_act: b must be on x's device {x.device}, got {b.device}")
-    spec = ACTIVATIONS[act]
-    alpha = float(alpha if alpha is not None else spec.def_alpha)
-    gain = float(gain if gain is not None else spec.def_gain)
-    if clamp is None or clamp == -1:  # -1: "no clamp", as in the StyleGAN2/3 codebases
-        clamp = -1.0
-    elif clamp < 0:
-        raise ValueError(f"bias_act: clamp must be None or >= 0, got {clamp}")
-    return dim, alpha, gain, float(clamp)
+    return (dim,) + _resolve_scalars(act, alpha, gain, clamp)
 
 
 def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, act: str = "linear",
@@ -242,6 +286,9 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
     name = backends.requested_backend(backend)
     if name == "reference":
         return bias_act_ref(x, b, dim, act, alpha, gain, clamp)
-    if is_eager(x, b):
-        return _BiasActFn.apply(x, b, dim, act, alpha, gain, clamp, name or "")
-    return torch.ops.ganfast.bias_act(x, b, dim, act, alpha, gain, clamp, name or "")
+    if torch.compiler.is_compiling() or not is_eager(x, b):
+        return torch.ops.ganfast.bias_act(x, b, dim, act, alpha, gain, clamp, name or "")
+    if torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad)):
+        return _BiasActFn.apply(x, b, (dim, act, alpha, gain, clamp, name or ""))
+    # nothing to differentiate: the kernel alone, without autograd's bookkeeping
+    return _run(0, x, b, None, None, dim, act, alpha, gain, clamp, False, name, db_tensor=False)[0]

@@ -19,7 +19,7 @@ from typing import Optional
 
 import torch
 
-from ganfast import backends
+from ganfast import _ext, backends
 from ganfast.ops._layout import is_eager
 from ganfast.ops.conditional_batch_norm import reference
 from ganfast.ops.conditional_batch_norm.reference import (ACTIVATIONS, acc_dtype, combine_stats,
@@ -190,15 +190,17 @@ _cbn_backward_op.register_autograd(_backward_of_backward, setup_context=_setup_b
 # ---- the same two ops as autograd.Functions: eager calls and process groups ----
 
 class _CbnFn(torch.autograd.Function):
+    # the scalar arguments travel as one tuple: apply() walks its arguments in Python, ~1 us each
     @staticmethod
-    def forward(ctx, x, gain, bias, run_mean, run_var, training, eps, relu, backend, group):
+    def forward(ctx, x, gain, bias, run_mean, run_var, args):
+        training, eps, relu, backend, group = args
         out = _forward(x, gain, bias, run_mean, run_var, training, eps, relu, backend, group)
         _setup_forward(ctx, (x, gain, bias, run_mean, run_var, training, eps, relu, backend), out, group)
         return out
 
     @staticmethod
     def backward(ctx, dy, dmean, dvar, dcnt):
-        return _backward_of_forward(ctx, dy, dmean, dvar, dcnt, backward_fn=_CbnBackwardFn.apply) + (None,)
+        return _backward_of_forward(ctx, dy, dmean, dvar, dcnt, backward_fn=_CbnBackwardFn.apply)[:5] + (None,)
 
 
 class _CbnBackwardFn(torch.autograd.Function):
@@ -212,6 +214,42 @@ class _CbnBackwardFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gdx, gdgain, gdbias):
         return _backward_of_backward(ctx, gdx, gdgain, gdbias) + (None,)
+
+
+class _CbnStepFn(torch.autograd.Function):
+    """The eager path on the C++ backends without a process group: the whole forward, and a
+    first-order backward, each in one extension call (cbn_forward_step / cbn_backward_step: the
+    same passes and [C]-sized ops as _forward / _backward). A backward that builds a graph (R1)
+    goes through _CbnBackwardFn, whose own backward is the reference's vjp."""
+
+    @staticmethod
+    def forward(ctx, x, gain, bias, run_mean, run_var, args):
+        training, momentum, eps, relu, backend = args
+        y, mean, var = _ext.extension(backend).cbn_forward_step(x, gain, bias, run_mean, run_var, training, momentum,
+                                                                eps, relu)
+        if training:
+            run_mean = run_var = None   # batch statistics: the backward does not need them
+        ctx.save_for_backward(x, gain, bias, mean, var, run_mean, run_var)
+        ctx.args = (training, eps, relu, backend)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, gain, bias, mean, var, run_mean, run_var = ctx.saved_tensors
+        training, eps, relu, backend = ctx.args
+        if torch.is_grad_enabled():
+            cnt = torch.tensor(float(_count(x)), dtype=mean.dtype, device=x.device)
+            dx, dgain, dbias = _CbnBackwardFn.apply(dy, x, gain, bias, mean, var, cnt, run_mean, run_var, training,
+                                                    eps, relu, backend, None)
+        else:
+            dx, dgain, dbias = _ext.extension(backend).cbn_backward_step(dy, x, gain, bias, mean, var, training, eps,
+                                                                         relu)
+        need = ctx.needs_input_grad
+        return dx if need[0] else None, dgain if need[1] else None, dbias if need[2] else None, None, None, None
+
+
+# Backends whose extension has the one-call forward and backward (cbn_forward_step / _backward_step).
+_STEP_BACKENDS = ("cpu", "cuda")
 
 
 # ---- public API ----
@@ -280,11 +318,22 @@ def conditional_batch_norm(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tens
     xk = x.contiguous()
     g, b = gain.to(acc).contiguous(), bias.to(acc).contiguous()
     relu = act == "relu"
-    args = (xk, g, b, running_mean, running_var, bool(training), float(eps), relu, name)
+    training, eps = bool(training), float(eps)
+    if process_group is None and name in _STEP_BACKENDS and is_eager(x, gain, bias):
+        if torch.is_grad_enabled() and (x.requires_grad or gain.requires_grad or bias.requires_grad):
+            return _CbnStepFn.apply(xk, g, b, running_mean, running_var, (training, float(momentum), eps, relu, name))
+        # nothing to differentiate: one extension call, without autograd's bookkeeping
+        return _ext.extension(name).cbn_forward_step(xk, g, b, running_mean, running_var, training, float(momentum),
+                                                     eps, relu)[0]
     if process_group is not None or is_eager(x, gain, bias):
-        y, mean, var, cnt = _CbnFn.apply(*args, process_group)
+        if torch.is_grad_enabled() and (x.requires_grad or gain.requires_grad or bias.requires_grad):
+            y, mean, var, cnt = _CbnFn.apply(xk, g, b, running_mean, running_var,
+                                             (training, eps, relu, name, process_group))
+        else:   # nothing to differentiate: the kernels alone, without autograd's bookkeeping
+            y, mean, var, cnt = _forward(xk, g, b, running_mean, running_var, training, eps, relu, name, process_group)
     else:
-        y, mean, var, cnt = torch.ops.ganfast.cbn_forward(*args)
+        y, mean, var, cnt = torch.ops.ganfast.cbn_forward(xk, g, b, running_mean, running_var, training, eps, relu,
+                                                          name)
     if training:
         update_running_stats(running_mean, running_var, momentum, cnt, mean, var)
     return y

@@ -216,15 +216,16 @@ _epilogue_backward_op.register_autograd(_epilogue_backward_of_backward, setup_co
 
 
 class _EpilogueFn(torch.autograd.Function):
+    # the scalar arguments travel as one tuple: apply() walks its arguments in Python, ~1 us each
     @staticmethod
-    def forward(ctx, a, dcoef, noise, bias, act, alpha, gain, clamp, backend):
-        out = _epilogue_forward(a, dcoef, noise, bias, act, alpha, gain, clamp, backend)
-        _epilogue_setup(ctx, (a, dcoef, noise, bias, act, alpha, gain, clamp, backend), out)
+    def forward(ctx, a, dcoef, noise, bias, args):
+        out = _epilogue_forward(a, dcoef, noise, bias, *args)
+        _epilogue_setup(ctx, (a, dcoef, noise, bias) + args, out)
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        return _epilogue_backward_of_forward(ctx, dout, eager=True)
+        return _epilogue_backward_of_forward(ctx, dout, eager=True)[:4] + (None,)
 
 
 class _EpilogueBackwardFn(torch.autograd.Function):
@@ -313,18 +314,17 @@ _fused_op.register_autograd(_fused_backward, setup_context=_fused_setup)
 
 
 class _FusedFn(torch.autograd.Function):
+    # args: (px0, px1, py0, py1, flip_weight, act, alpha, gain, clamp, want_a, backend), one tuple
     @staticmethod
-    def forward(ctx, x, weight, styles, dcoef, noise, bias, px0, px1, py0, py1, flip_weight, act, alpha, gain,
-                clamp, want_a, backend):
-        inputs = (x, weight, styles, dcoef, noise, bias, px0, px1, py0, py1, flip_weight, act, alpha, gain,
-                  clamp, want_a, backend)
+    def forward(ctx, x, weight, styles, dcoef, noise, bias, args):
+        inputs = (x, weight, styles, dcoef, noise, bias) + args
         out = _fused_forward(*inputs)
         _fused_setup(ctx, inputs, out)
         return out
 
     @staticmethod
     def backward(ctx, dout, da_extra):
-        return _fused_backward(ctx, dout, da_extra, eager=True)
+        return _fused_backward(ctx, dout, da_extra, eager=True)[:6] + (None,)
 
 
 # ---- the fused backends' composition ----
@@ -337,21 +337,29 @@ def _modulated_conv2d_fused(x, weight, styles, noise, up, down, padding, resampl
     if fp16_safeguard and demodulate:
         weight, styles = fp16_prenormalize(weight, styles)
     eager = is_eager(x, weight, styles, noise, bias, resample_filter)
+    # eager and nothing to differentiate: the kernels alone, without autograd's bookkeeping
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, styles, noise, bias))
     dcoef = None
     if demodulate:
-        dcoef = _DemodFn.apply(weight, styles, backend) if eager else torch.ops.ganfast.modconv_demod(weight, styles, backend)
+        if not eager:
+            dcoef = torch.ops.ganfast.modconv_demod(weight, styles, backend)
+        else:
+            dcoef = _DemodFn.apply(weight, styles, backend) if grad else _demod(weight, styles, backend)
     pad = resample_padding(resample_filter, up, down, padding)
     if backend == "triton" and up == 1 and down == 1 and min(pad) >= 0:
         tensors = (x, weight, styles, dcoef, noise, bias)
-        want_a = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-        args = tensors + tuple(pad) + (bool(flip_weight), act, alpha, gain, clamp, want_a, backend)
-        return (_FusedFn.apply(*args) if eager else torch.ops.ganfast.modconv_fused(*args))[0]
+        args = tuple(pad) + (bool(flip_weight), act, alpha, gain, clamp, grad, backend)
+        if not eager:
+            return torch.ops.ganfast.modconv_fused(*tensors, *args)[0]
+        return (_FusedFn.apply(*tensors, args) if grad else _fused_forward(*tensors, *args))[0]
     # the convolution through torch (oneDNN / cuDNN; up and down as a transposed or strided
     # convolution at the low resolution), resampling through the fused upfirdn2d
     a = conv2d_resample_ref(x * styles.reshape(n, cin, 1, 1), weight, resample_filter, up, down, padding,
                             flip_weight=flip_weight, upfirdn2d=functools.partial(upfirdn2d, backend=backend))
-    args = (a, dcoef, noise, bias, act, alpha, gain, clamp, backend)
-    return _EpilogueFn.apply(*args) if eager else torch.ops.ganfast.modconv_epilogue(*args)
+    args = (act, alpha, gain, clamp, backend)
+    if not eager:
+        return torch.ops.ganfast.modconv_epilogue(a, dcoef, noise, bias, *args)
+    return _EpilogueFn.apply(a, dcoef, noise, bias, args) if grad else _epilogue_forward(a, dcoef, noise, bias, *args)
 
 
 # ---- public API ----

@@ -170,9 +170,16 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float = 
     name = backends.select(OP, [q, k, v], backend)
     if name == "reference":
         return reference.attention_ref(q, k, v, scale)
-    if is_eager(q, k, v):
-        return _AttentionFn.apply(q, k, v, float(scale), name)[0]
-    return torch.ops.ganfast.sa_attention(q, k, v, float(scale), name)[0]
+    return _attend(q, k, v, float(scale), name)
+
+
+def _attend(q, k, v, scale: float, name: str) -> torch.Tensor:
+    """The attention core on fused backend `name`: o [B, N, Dv]."""
+    if not is_eager(q, k, v):
+        return torch.ops.ganfast.sa_attention(q, k, v, scale, name)[0]
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return _AttentionFn.apply(q, k, v, scale, name)[0]
+    return _impl(name).attention_forward(q, k, v, scale)[0]    # nothing to differentiate: the kernel alone
 
 
 def _check(x, w_theta, w_phi, w_g, w_o, gamma, pool):
@@ -225,10 +232,7 @@ def self_attention2d(x: torch.Tensor, w_theta: torch.Tensor, w_phi: torch.Tensor
     kv = kv.flatten(2)
     q = theta.transpose(1, 2)                                              # [B, N, Cq] views
     k, v = kv[:, :cq].transpose(1, 2), kv[:, cq:].transpose(1, 2)          # [B, M, Cq], [B, M, Cv]
-    if is_eager(q, k, v):
-        o = _AttentionFn.apply(q, k, v, 1.0, name)[0]
-    else:
-        o = torch.ops.ganfast.sa_attention(q, k, v, 1.0, name)[0]         # [B, N, Cv]
+    o = _attend(q, k, v, 1.0, name)                                        # [B, N, Cv]
     wo_scaled = (gamma.reshape(()) * wo).to(o.dtype)
     if xf.dtype == o.dtype:
         y = torch.baddbmm(xf, wo_scaled.expand(b, c, cv), o.transpose(1, 2))   # x + (gamma w_o) o^T

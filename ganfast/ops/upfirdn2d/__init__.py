@@ -91,17 +91,26 @@ _upfirdn2d_op.register_autograd(_backward, setup_context=_setup)
 
 
 class _UpFirDn2dFn(torch.autograd.Function):
-    """The custom op as an autograd.Function for eager calls; its backward is itself, so any order."""
+    """The custom op as an autograd.Function for eager calls; its backward is itself, so any order.
+    The scalar arguments travel as one tuple: apply() walks its arguments in Python, ~1 us each."""
 
     @staticmethod
-    def forward(ctx, x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain, backend):
-        out = _run(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain, backend)
-        _setup(ctx, (x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain, backend), out)
+    def forward(ctx, x, f, args):
+        out = _run(x, f, *args)
+        _setup(ctx, (x, f) + args, out)
         return out
 
     @staticmethod
     def backward(ctx, dy):
-        return _backward(ctx, dy, op=_UpFirDn2dFn.apply)
+        return _backward(ctx, dy, op=_eager_call)[0], None, None
+
+
+def _eager_call(x, f, *args):
+    """upfirdn2d on a fused backend in eager mode: the Function where a graph is recorded, else the
+    kernel alone (a first-order backward, or a call under no_grad / on tensors without grad)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _UpFirDn2dFn.apply(x, f, args)
+    return _run(x, f, *args)
 
 
 def kernel_filter(f: Optional[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -110,6 +119,8 @@ def kernel_filter(f: Optional[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     if f is None:
         return torch.ones(1, 1, dtype=dtype, device=x.device)
+    if f.ndim == 2 and f.dtype == dtype and not f.requires_grad and f.is_contiguous():
+        return f     # the usual call (setup_filter's buffer): nothing to convert
     f = f.detach().to(dtype)
     return (torch.outer(f, f) if f.ndim == 1 else f).contiguous()
 
@@ -145,5 +156,5 @@ def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: IntPair = 1, down:
         return upfirdn2d_ref(x, f, (upx, upy), (downx, downy), (px0, px1, py0, py1), flip_filter, gain)
     args = (x, kernel_filter(f, x), upx, upy, downx, downy, px0, px1, py0, py1, bool(flip_filter), float(gain), name)
     if is_eager(x):
-        return _UpFirDn2dFn.apply(*args)
+        return _eager_call(*args)
     return torch.ops.ganfast.upfirdn2d(*args)
