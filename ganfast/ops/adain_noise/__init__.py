@@ -6,7 +6,7 @@ Autograd pattern (as bias_act):
   ganfast::adain_noise_backward  (g, x, s, noise, ns, b, stats) -> (dx, ds, dt, sdz, sdzn)
 each with register_fake and register_autograd, plus the same two as autograd.Functions for eager
 mode (torch.library's autograd wrapper costs ~50 us a call). The backward's own gradient (the
-double backward that path-length regularization takes) is a math path: torch.func.vjp through the
+double backward that path-length regularization takes) is a math path: a vjp through the
 reference backward, in float32 for fp16/bf16, taken automatically, correct to any order. stats
 (mean and rstd per plane, 8 bytes each) is all the forward saves besides its inputs; seeded noise
 is regenerated, never stored.
@@ -23,6 +23,7 @@ from typing import Optional, Union
 import torch
 
 from ganfast import backends
+from ganfast.ops._autograd import vjp as autograd_vjp
 from ganfast.ops._layout import is_eager, layout_of
 from ganfast.ops.adain_noise import reference
 from ganfast.ops.adain_noise.reference import adain_noise_ref, draw_noise
@@ -137,7 +138,7 @@ def _backward_of_backward(ctx, gdx, gds, gdt, gsdz, gsdzn):
         return reference.backward(v["g"], v["x"], v["s"], v["noise"], v["ns"], v["b"], None,
                                   act, alpha, gain, eps, seed)
 
-    outs, vjp = torch.func.vjp(first, *(values[k] for k in present))
+    outs, vjp = autograd_vjp(first, *(values[k] for k in present))
     cot = tuple(c if c is not None else torch.zeros_like(o) for c, o in zip((gdx, gds, gdt, gsdz, gsdzn), outs))
     cot = (layout_of(cot[0], outs[0]),) + cot[1:]
     grads = dict(zip(present, vjp(cot)))

@@ -14,7 +14,7 @@ one (StyleGAN2's own choice), with the Triton upfirdn2d and epilogue around cuDN
 Autograd: every custom op has register_fake + register_autograd and an autograd.Function twin for
 eager calls. The backward of the fused convolution is built from torch's convolution gradients
 (cuDNN / oneDNN) and the fused epilogue backward (ganfast::modconv_epilogue_backward); the double
-backward of that epilogue backward is a math path (torch.func.vjp through reference.epilogue_backward),
+backward of that epilogue backward is a math path (a vjp through reference.epilogue_backward),
 so gradients of any order work (path-length regularization) and are tested against the reference.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ganfast import backends
+from ganfast.ops._autograd import vjp as autograd_vjp
 from ganfast.ops._layout import is_eager
 from ganfast.ops.bias_act.reference import ACTIVATIONS
 from ganfast.ops.modulated_conv2d import reference
@@ -205,7 +206,7 @@ def _epilogue_backward_of_backward(ctx, gda, gsums):
         v = dict(values, **dict(zip(present, args)))
         return reference.epilogue_backward(v["g"], v["a"], v["dcoef"], v["noise"], v["bias"], *ctx.args)
 
-    outs, vjp = torch.func.vjp(first, *(values[k] for k in present))
+    outs, vjp = autograd_vjp(first, *(values[k] for k in present))
     cot = tuple(c if c is not None else torch.zeros_like(o) for c, o in zip((gda, gsums), outs))
     grads = dict(zip(present, vjp(cot)))
     return tuple(grads.get(k) for k in names) + (None,) * 5
