@@ -126,11 +126,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("w"), py::arg("u"), py::arg("v"), py::arg("n_iters"), py::arg("eps"), py::arg("u_first"));
   m.def("cbn_forward_step", &ganfast::cbn_forward_step,
         "conditional_batch_norm's forward in one call: (y, mean, var) from the batch (training) or running "
-        "statistics; training updates running_mean / running_var in place",
+        "statistics; training updates running_mean / running_var in place. gain, bias: [N, C] per sample or "
+        "[C] per channel",
         py::arg("x"), py::arg("gain"), py::arg("bias"), py::arg("running_mean"), py::arg("running_var"),
         py::arg("training"), py::arg("momentum"), py::arg("eps"), py::arg("relu"));
   m.def("cbn_backward_step", &ganfast::cbn_backward_step,
-        "conditional_batch_norm's backward in one call: (dx, dgain, dbias) from dy and the forward's mean, var",
+        "conditional_batch_norm's backward in one call: (dx, dgain, dbias) from dy and the forward's mean, var; "
+        "dgain, dbias shaped as gain, bias ([C]: summed over the batch)",
         py::arg("dy"), py::arg("x"), py::arg("gain"), py::arg("bias"), py::arg("mean"), py::arg("var"),
         py::arg("training"), py::arg("eps"), py::arg("relu"));
 }

@@ -64,13 +64,16 @@ at::Tensor cbn_backward_dx_cpu(const at::Tensor& dy, const at::Tensor& x, const 
                                const c10::optional<at::Tensor>& out = c10::nullopt);
 // The eager path's whole forward in one call (conditional_batch_norm_common.cpp, on this
 // extension's passes): (y, mean [C], var [C] biased) from the batch (training) or running
-// statistics; training updates running_mean / running_var in place when given.
+// statistics; training updates running_mean / running_var in place when given. gain, bias: [N, C]
+// per sample, or [C] per channel (torch BatchNorm's weight and bias, for ganfast.nn.BatchNormAct2d),
+// in the accumulation dtype.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cbn_forward_step(const at::Tensor& x, const at::Tensor& gain,
                                                                 const at::Tensor& bias,
                                                                 const c10::optional<at::Tensor>& running_mean,
                                                                 const c10::optional<at::Tensor>& running_var,
                                                                 bool training, double momentum, double eps, bool relu);
-// ... and its backward: (dx, dgain [N, C], dbias [N, C]) from dy and the forward's mean and var.
+// ... and its backward: (dx, dgain, dbias) from dy and the forward's mean and var; dgain and dbias
+// have gain's and bias's shapes ([C]: summed over the batch, as autograd's backward of expand).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cbn_backward_step(const at::Tensor& dy, const at::Tensor& x,
                                                                  const at::Tensor& gain, const at::Tensor& bias,
                                                                  const at::Tensor& mean, const at::Tensor& var,

@@ -4,23 +4,35 @@
 
 #include <algorithm>
 
+#include <ATen/ExpandUtils.h>
+
 #include "common/checks.h"
 
 namespace ganfast {
 
 namespace {
 
-// mean, rstd, c1, c2 [C] or gain, bias [N, C]: the accumulation dtype, contiguous, on x's device.
+// mean, rstd, c1, c2 [C] or gain, bias [N, C]: the accumulation dtype, contiguous (expanded: the
+// batch stride is 0 and each row contiguous), on x's device.
 void check_small(const at::Tensor& v, at::IntArrayRef shape, at::ScalarType acc, const at::Tensor& x,
-                 const char* name) {
+                 const char* name, bool expanded = false) {
   TORCH_CHECK(v.sizes() == shape, "ganfast: conditional_batch_norm ", name, " must have shape ", shape, ", got ",
               v.sizes());
   TORCH_CHECK(v.scalar_type() == acc, "ganfast: conditional_batch_norm ", name, " must have dtype ", acc,
               " (the accumulation dtype for x of dtype ", x.scalar_type(), "), got ", v.scalar_type());
-  TORCH_CHECK(v.is_contiguous(), "ganfast: conditional_batch_norm ", name, " must be contiguous, got strides ",
-              v.strides());
+  TORCH_CHECK(expanded ? v.size(1) == 1 || v.stride(1) == 1 : v.is_contiguous(), "ganfast: conditional_batch_norm ",
+              name, " must be contiguous", expanded ? " over C" : "", ", got strides ", v.strides());
   TORCH_CHECK(v.device() == x.device(), "ganfast: conditional_batch_norm ", name, " must be on x's device ",
               x.device(), ", got ", v.device());
+}
+
+// gain, bias [N, C]: as check_small, but the batch stride may also be 0 (a [C] tensor expanded over
+// N: one value per channel, not copied); returns the batch stride the kernels use (C or 0).
+int64_t check_affine(const at::Tensor& v, int64_t N, int64_t C, at::ScalarType acc, const at::Tensor& x,
+                     const char* name) {
+  const bool expanded = v.dim() == 2 && N > 1 && v.stride(0) == 0;
+  check_small(v, {N, C}, acc, x, name, expanded);
+  return expanded ? 0 : C;
 }
 
 }  // namespace
@@ -52,8 +64,8 @@ CbnParams make_cbn_params(const at::Tensor& x, const c10::optional<at::Tensor>& 
   }
   if (mean.has_value()) check_small(*mean, {C}, acc, x, "mean");
   if (rstd.has_value()) check_small(*rstd, {C}, acc, x, "rstd");
-  if (gain.has_value()) check_small(*gain, {N, C}, acc, x, "gain");
-  if (bias.has_value()) check_small(*bias, {N, C}, acc, x, "bias");
+  const int64_t gain_sn = gain.has_value() ? check_affine(*gain, N, C, acc, x, "gain") : C;
+  const int64_t bias_sn = bias.has_value() ? check_affine(*bias, N, C, acc, x, "bias") : C;
   if (c1.has_value()) check_small(*c1, {C}, acc, x, "c1");
   if (c2.has_value()) check_small(*c2, {C}, acc, x, "c2");
   CbnParams p{};
@@ -68,6 +80,8 @@ CbnParams make_cbn_params(const at::Tensor& x, const c10::optional<at::Tensor>& 
   p.N = N;
   p.C = C;
   p.M = x.size(2) * x.size(3);
+  p.gain_sn = gain_sn;
+  p.bias_sn = bias_sn;
   p.relu = relu;
   return p;
 }
@@ -112,6 +126,37 @@ at::Tensor backward_dx_pass(const at::Tensor& dy, const at::Tensor& x, const at:
 }
 #endif
 
+// gain or bias of a step as the passes take it: [N, C] as given (the passes check it), or [C], one
+// value per channel (torch BatchNorm's weight and bias), expanded over N here (a view: the kernels
+// read it with batch stride 0) rather than expanded and copied by the caller.
+at::Tensor per_sample(const at::Tensor& v, const at::Tensor& x, at::ScalarType acc, const char* name) {
+  const int64_t N = x.size(0), C = x.size(1);
+  if (v.dim() == 2) return v;
+  TORCH_CHECK(v.dim() == 1 && v.size(0) == C, "ganfast: conditional_batch_norm ", name, " must be [N, C] = [", N,
+              ", ", C, "] (per sample) or [C] = [", C, "] (per channel), got shape ", v.sizes());
+  TORCH_CHECK(v.scalar_type() == acc, "ganfast: conditional_batch_norm ", name, " must have dtype ", acc,
+              " (the accumulation dtype for x of dtype ", x.scalar_type(), "), got ", v.scalar_type());
+  TORCH_CHECK(v.device() == x.device(), "ganfast: conditional_batch_norm ", name, " must be on x's device ",
+              x.device(), ", got ", v.device());
+  return v.contiguous().expand({N, C});
+}
+
+// v as a 0-dim CPU tensor of dtype acc, for an op with a [C] tensor of that dtype. Given a C++ double
+// instead, ATen wraps it in a float64 tensor and, on the CPU, copies that to acc before the op:
+// the same value (v rounded to acc), one allocation and copy more.
+at::Tensor acc_scalar(double v, at::ScalarType acc) { return at::scalar_tensor(v, at::TensorOptions().dtype(acc)); }
+
+// running_mean / running_var: [C] floating tensors on x's device (or absent).
+void check_running(const c10::optional<at::Tensor>& r, const at::Tensor& x, const char* name) {
+  if (!r.has_value()) return;
+  TORCH_CHECK(r->dim() == 1 && r->size(0) == x.size(1), "ganfast: conditional_batch_norm ", name,
+              " must be [C] = [", x.size(1), "], got shape ", r->sizes());
+  TORCH_CHECK(r->is_floating_point(), "ganfast: conditional_batch_norm ", name, " must be floating, got ",
+              r->scalar_type());
+  TORCH_CHECK(r->device() == x.device(), "ganfast: conditional_batch_norm ", name, " must be on x's device ",
+              x.device(), ", got ", r->device());
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cbn_forward_step(const at::Tensor& x, const at::Tensor& gain,
@@ -121,12 +166,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cbn_forward_step(const at::Tensor
                                                                 bool training, double momentum, double eps, bool relu) {
   TORCH_CHECK(x.dim() == 4, "ganfast: conditional_batch_norm x must be [N, C, H, W], got shape ", x.sizes());
   const at::ScalarType acc = cbn_acc_dtype(x);
+  const at::Tensor g = per_sample(gain, x, acc, "gain"), b = per_sample(bias, x, acc, "bias");
+  check_running(running_mean, x, "running_mean");
+  check_running(running_var, x, "running_var");
+  TORCH_CHECK(momentum >= 0.0 && momentum <= 1.0, "ganfast: conditional_batch_norm momentum must be a number in "
+              "[0, 1], got ", momentum);
+  TORCH_CHECK(eps > 0.0, "ganfast: conditional_batch_norm eps must be > 0, got ", eps);
   const double count = static_cast<double>(x.size(0) * x.size(2) * x.size(3));
+  TORCH_CHECK(!training || count >= 2.0 || !running_var.has_value(), "ganfast: conditional_batch_norm expected "
+              "more than 1 value per channel when training, got x of shape ", x.sizes());
   at::Tensor mean, var;
   if (training) {
     const at::Tensor st = channel_stats_pass(x);  // [C, 2] (mean, M2)
     mean = st.select(1, 0).contiguous();
-    var = st.select(1, 1).contiguous().div(count);
+    var = st.select(1, 1).div(acc_scalar(count, acc));  // a new contiguous [C]: no copy of the column first
   } else {
     TORCH_CHECK(running_mean.has_value() && running_var.has_value(),
                 "ganfast: conditional_batch_norm training=False normalizes with the running statistics: "
@@ -134,14 +187,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cbn_forward_step(const at::Tensor
     mean = running_mean->to(acc, /*non_blocking=*/false, /*copy=*/true);  // outputs never alias inputs
     var = running_var->to(acc, /*non_blocking=*/false, /*copy=*/true);
   }
-  const at::Tensor rstd = at::rsqrt(var + eps);
-  at::Tensor y = forward_apply_pass(x, mean, rstd, gain, bias, relu);
+  const at::Tensor rstd = at::rsqrt(var + acc_scalar(eps, acc));
+  at::Tensor y = forward_apply_pass(x, mean, rstd, g, b, relu);
   if (training) {  // torch BatchNorm's rule: r <- (1 - momentum) r + momentum * batch (unbiased var)
     at::NoGradGuard no_grad;
     if (running_mean.has_value()) running_mean->lerp_(mean.to(running_mean->scalar_type()), momentum);
     if (running_var.has_value()) {
       const double unbias = count / std::max(count - 1.0, 1.0);
-      running_var->lerp_((var * unbias).to(running_var->scalar_type()), momentum);
+      running_var->lerp_((var * acc_scalar(unbias, acc)).to(running_var->scalar_type()), momentum);
     }
   }
   return {y, mean, var};
@@ -152,20 +205,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cbn_backward_step(const at::Tenso
                                                                  const at::Tensor& mean, const at::Tensor& var,
                                                                  bool training, double eps, bool relu) {
   TORCH_CHECK(x.dim() == 4, "ganfast: conditional_batch_norm x must be [N, C, H, W], got shape ", x.sizes());
+  const at::ScalarType acc = cbn_acc_dtype(x);
+  const at::Tensor gn = per_sample(gain, x, acc, "gain"), bn = per_sample(bias, x, acc, "bias");
   const at::Tensor g = dy.contiguous();
-  const at::Tensor rstd = at::rsqrt(var + eps);
-  const at::Tensor sums = backward_sums_pass(g, x, mean, rstd, gain, bias, relu);  // [N, C, 2]
+  const at::Tensor rstd = at::rsqrt(var + acc_scalar(eps, acc));
+  const at::Tensor sums = backward_sums_pass(g, x, mean, rstd, gn, bn, relu);  // [N, C, 2]
   at::Tensor dbias = sums.select(2, 0).contiguous(), dgain = sums.select(2, 1).contiguous();
   at::Tensor c1, c2;
   if (training) {
     const double count = static_cast<double>(x.size(0) * x.size(2) * x.size(3));
-    c1 = (gain * dbias).sum(0).div(count);
-    c2 = (gain * dgain).sum(0).div(count);
+    const at::Tensor cnt = acc_scalar(count, acc);
+    c1 = (gn * dbias).sum(0).div(cnt);
+    c2 = (gn * dgain).sum(0).div(cnt);
   } else {
     c1 = at::zeros_like(mean);
     c2 = c1;
   }
-  at::Tensor dx = backward_dx_pass(g, x, mean, rstd, gain, bias, relu, c1, c2);
+  at::Tensor dx = backward_dx_pass(g, x, mean, rstd, gn, bn, relu, c1, c2);
+  // [C] gain / bias: the per-sample gradients summed over N by at::sum_to, as autograd's backward
+  // of expand does (bit for bit what a caller passing weight.expand(N, -1) gets)
+  if (gain.dim() == 1) dgain = at::sum_to(dgain, gain.sizes());
+  if (bias.dim() == 1) dbias = at::sum_to(dbias, bias.sizes());
   return {dx, dgain, dbias};
 }
 

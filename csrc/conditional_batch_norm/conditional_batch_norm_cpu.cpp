@@ -127,8 +127,8 @@ void forward_apply(const CbnParams& p) {
   const int64_t C = p.C, M = p.M;
   at::parallel_for(0, p.N * C * M, kMinWork, [&](int64_t begin, int64_t end) {
     for_plane_pieces(begin, end, M, [&](int64_t plane, int64_t j0, int64_t j1) {
-      const int64_t c = plane % C;
-      const acc_t mu = mean[c], rs = rstd[c], g = gain[plane], b = bias[plane];
+      const int64_t n = plane / C, c = plane % C;
+      const acc_t mu = mean[c], rs = rstd[c], g = gain[n * p.gain_sn + c], b = bias[n * p.bias_sn + c];
       const raw_t* __restrict xp = x + plane * M;
       raw_t* __restrict yp = y + plane * M;
 #pragma omp simd
@@ -149,9 +149,9 @@ void backward_sums(const CbnParams& p) {
   std::vector<double> part(static_cast<size_t>(2 * items));  // [N, C, chunks, 2]
   at::parallel_for(0, items, std::max<int64_t>(1, kMinWork / std::min(M, kChunk)), [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t plane = item / chunks, c = plane % C;
+      const int64_t plane = item / chunks, n = plane / C, c = plane % C;
       const int64_t p0 = (item % chunks) * kChunk, p1 = std::min(M, p0 + kChunk);
-      const acc_t mu = mean[c], rs = rstd[c], g = gain[plane], b = bias[plane];
+      const acc_t mu = mean[c], rs = rstd[c], g = gain[n * p.gain_sn + c], b = bias[n * p.bias_sn + c];
       const raw_t* __restrict xp = x + plane * M;
       const raw_t* __restrict dp = dy + plane * M;
       // Short sums in acc_t (the vector lanes' partial sums), carried in double: dz * xhat takes
@@ -199,8 +199,9 @@ void backward_dx(const CbnParams& p) {
   const int64_t C = p.C, M = p.M;
   at::parallel_for(0, p.N * C * M, kMinWork, [&](int64_t begin, int64_t end) {
     for_plane_pieces(begin, end, M, [&](int64_t plane, int64_t j0, int64_t j1) {
-      const int64_t c = plane % C;
-      const acc_t mu = mean[c], rs = rstd[c], g = gain[plane], b = bias[plane], k1 = c1[c], k2 = c2[c];
+      const int64_t n = plane / C, c = plane % C;
+      const acc_t mu = mean[c], rs = rstd[c], g = gain[n * p.gain_sn + c], b = bias[n * p.bias_sn + c];
+      const acc_t k1 = c1[c], k2 = c2[c];
       const raw_t* __restrict xp = x + plane * M;
       const raw_t* __restrict dp = dy + plane * M;
       raw_t* __restrict op = dx + plane * M;

@@ -101,12 +101,13 @@ struct Args {
   T* out;             // like x: y or dx
   const float* mean;  // [C]
   const float* rstd;  // [C]
-  const float* gain;  // [N * C]
-  const float* bias;  // [N * C]
+  const float* gain;  // [N, C], element (n, c) at n * gain_sn + c
+  const float* bias;  // [N, C], element (n, c) at n * bias_sn + c
   const float* c1;    // [C] (backward_dx)
   const float* c2;    // [C] (backward_dx)
   float* sums;        // [N * C, 2] (backward_sums)
   int64_t NC, M;
+  int64_t gain_sn, bias_sn;  // C, or 0: one value per channel
   FastDivmod C;       // plane -> channel
   FastDivmod M_div;   // flat element -> plane
 };
@@ -121,7 +122,9 @@ template <typename T>
 __device__ __forceinline__ PlaneConsts plane_consts(const Args<T>& a, int64_t plane) {
   uint64_t n, c;
   a.C.divmod(static_cast<uint64_t>(plane), n, c);
-  return {__ldg(a.mean + c), __ldg(a.rstd + c), __ldg(a.gain + plane), __ldg(a.bias + plane), int64_t(c)};
+  const int64_t ni = static_cast<int64_t>(n), ci = static_cast<int64_t>(c);
+  return {__ldg(a.mean + c), __ldg(a.rstd + c), __ldg(a.gain + ni * a.gain_sn + ci),
+          __ldg(a.bias + ni * a.bias_sn + ci), ci};
 }
 
 // ---- channel_stats ----
@@ -358,6 +361,8 @@ Args<T> make_args(const CbnParams& p) {
   a.sums = static_cast<float*>(p.sums);
   a.NC = p.N * p.C;
   a.M = p.M;
+  a.gain_sn = p.gain_sn;
+  a.bias_sn = p.bias_sn;
   a.C = FastDivmod(static_cast<uint64_t>(p.C));
   a.M_div = FastDivmod(static_cast<uint64_t>(p.M));
   return a;

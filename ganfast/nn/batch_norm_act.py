@@ -1,4 +1,5 @@
-"""BatchNormAct2d: torch's BatchNorm2d with a fused activation, over ganfast.ops.conditional_batch_norm."""
+"""BatchNormAct2d: torch's BatchNorm2d with a fused activation, over ganfast.ops.conditional_batch_norm
+(its batch_norm: one gain and shift per channel)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -7,7 +8,7 @@ import torch
 from torch import nn
 
 from ganfast.ops.bias_act import bias_act
-from ganfast.ops.conditional_batch_norm import conditional_batch_norm
+from ganfast.ops.conditional_batch_norm import batch_norm
 
 
 class BatchNormAct2d(nn.BatchNorm2d):
@@ -46,12 +47,9 @@ class BatchNormAct2d(nn.BatchNorm2d):
             self.num_batches_tracked.add_(1)
             # momentum None: cumulative average, as torch's BatchNorm
             momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-        n = x.shape[0]
-        # The op takes a per-sample affine [N, C]; expand shares gamma / beta across the batch (no copy)
-        # and its backward sums the per-sample gradients back into [C].
-        y = conditional_batch_norm(x, self.weight.expand(n, -1), self.bias.expand(n, -1), self.running_mean,
-                                   self.running_var, self.training, momentum, self.eps,
-                                   "relu" if self.act == "relu" else None, self.process_group, self.backend)
+        # conditional_batch_norm with gamma / beta [C] as every sample's gain and shift
+        y = batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var, self.training, momentum,
+                       self.eps, "relu" if self.act == "relu" else None, self.process_group, self.backend)
         if self.act == "lrelu":
             y = bias_act(y, None, act="lrelu", alpha=self.alpha, gain=1.0, backend=self.backend)
         return y

@@ -10,6 +10,7 @@ contract functions of reference.py), which the opcheck and cross-replica tests r
 from __future__ import annotations
 
 import datetime
+import importlib
 import json
 import os
 import sys
@@ -21,9 +22,10 @@ import torch
 import ganfast
 from ganfast.ops import conditional_batch_norm
 from ganfast.ops.conditional_batch_norm import conditional_batch_norm_ref
-from ganfast.testing import assert_matches_oracle
+from ganfast.testing import assert_matches_oracle, first_mismatches
 
 FAST = ["cpu"]
+cbn_module = importlib.import_module("ganfast.ops.conditional_batch_norm")   # the package (batch_norm, ...)
 
 needs_cpu_ext = pytest.mark.skipif(ganfast._ext.unavailable_reason("cpu") is not None,
                                    reason=f"CPU extension unavailable: {ganfast._ext.unavailable_reason('cpu')}")
@@ -332,6 +334,127 @@ def test_bad_arguments_name_the_argument(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         conditional_batch_norm(**args)
+
+
+# ---------------------------------------------------------------- batch_norm: one weight and bias per channel
+
+def _per_channel_leaves(shape, dtype, seed):
+    """x [N, C, H, W] in dtype; weight, bias [C] in the acc dtype; running statistics [C]; dy."""
+    gen = torch.Generator().manual_seed(seed)
+    n, c = shape[:2]
+    r = lambda *s: torch.randn(*s, generator=gen, dtype=torch.float64)  # noqa: E731
+    acc = _acc(dtype)
+    return dict(x=(r(*shape) * 2 + 0.5).to(dtype), weight=(1 + 0.3 * r(c)).to(acc), bias=(0.3 * r(c)).to(acc),
+                running_mean=(0.3 * r(c)).to(acc), running_var=(0.5 + r(c).abs()).to(acc), dy=r(*shape).to(dtype))
+
+
+def _per_channel_run(expanded: bool, inp: dict, training: bool, act, layout: str = "contiguous", grad=True):
+    """batch_norm(x, weight, bias) (expanded=False) or conditional_batch_norm(x, weight.expand(N, -1),
+    bias.expand(N, -1)) on the cpu backend: y, the running statistics, and (grad) the gradients."""
+    x = _layout(inp["x"].clone(), layout).requires_grad_(grad)
+    w, b = (inp[k].clone().requires_grad_(grad) for k in ("weight", "bias"))
+    rm, rv = inp["running_mean"].clone(), inp["running_var"].clone()
+    n = x.shape[0]
+    if expanded:
+        y = conditional_batch_norm(x, w.expand(n, -1), b.expand(n, -1), rm, rv, training, MOMENTUM, EPS, act,
+                                   backend="cpu")
+    else:
+        y = cbn_module.batch_norm(x, w, b, rm, rv, training, MOMENTUM, EPS, act, backend="cpu")
+    out = dict(y=y, running_mean=rm, running_var=rv)
+    if grad:
+        out.update(zip(("dx", "dweight", "dbias"), torch.autograd.grad(y, (x, w, b), inp["dy"])))
+    return out
+
+
+def _assert_bit_identical(got: dict, want: dict, name: str):
+    for k, e in want.items():
+        a = got[k]
+        assert (a.dtype, a.shape) == (e.dtype, e.shape), f"{name} {k}: {a.dtype} {list(a.shape)} vs {e.dtype} {list(e.shape)}"
+        assert torch.equal(a, e), f"{name} {k}: " + first_mismatches(a, e, tol=0.0)
+
+
+@pytest.fixture
+def no_generic_call(monkeypatch):
+    """batch_norm fails should it fall back to conditional_batch_norm (its one-call path must run);
+    the tests' own conditional_batch_norm (imported above) stays the real one."""
+    def fail(*args, **kwargs):
+        raise AssertionError("batch_norm took the generic conditional_batch_norm path")
+    monkeypatch.setattr(cbn_module, "conditional_batch_norm", fail)
+
+
+@needs_cpu_ext
+@pytest.mark.parametrize("act", [None, "relu"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape, layout", [
+    pytest.param((4, 5, 4, 4), "contiguous", id="4x4-odd-c"),         # BigGAN / DCGAN's first block
+    pytest.param((1, 3, 7, 9), "contiguous", id="batch1-63px"),       # batch 1: no broadcast over N at all
+    pytest.param((8, 3, 1, 1), "contiguous", id="1x1"),               # gradient sums over 8 samples of one pixel
+    pytest.param((2, 6, 5, 3), "channels_last", id="channels_last"),  # copied to NCHW first, as the generic path
+])
+def test_batch_norm_is_bit_identical_to_expanded_gain(shape, layout, dtype, training, act, no_generic_call):
+    # The one-call path with weight, bias [C] (the kernels read them at batch stride 0, the
+    # extension sums their gradients over N) against the generic op fed weight.expand(N, -1):
+    # the same y, running statistics and gradients, bit for bit, with and without autograd.
+    inp = _per_channel_leaves(shape, dtype, seed=21)
+    want = _per_channel_run(True, inp, training, act, layout)
+    want_nograd = _per_channel_run(True, inp, training, act, layout, grad=False)
+    got = _per_channel_run(False, inp, training, act, layout)
+    got_nograd = _per_channel_run(False, inp, training, act, layout, grad=False)
+    _assert_bit_identical(got, want, f"{shape} {layout} {dtype} training={training} act={act}")
+    _assert_bit_identical(got_nograd, want_nograd, f"{shape} {layout} {dtype} training={training} act={act} no_grad")
+
+
+@needs_cpu_ext
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_batch_norm_r1_double_backward_is_bit_identical_to_expanded_gain(training, dtype, no_generic_call):
+    # R1 through a D with BatchNormAct2d: the input gradient under create_graph (the one-call path
+    # hands that to _CbnBackwardFn with weight expanded over N), then the penalty's gradient.
+    inp = _per_channel_leaves((4, 3, 5, 5), dtype, seed=22)
+    head = torch.randn(3, 5, 5, dtype=dtype, generator=torch.Generator().manual_seed(23))
+    out = []
+    for expanded in (True, False):
+        x, w, b = (inp[k].clone().requires_grad_() for k in ("x", "weight", "bias"))
+        rm, rv = inp["running_mean"].clone(), inp["running_var"].clone()
+        if expanded:
+            y = conditional_batch_norm(x, w.expand(4, -1), b.expand(4, -1), rm, rv, training, MOMENTUM, EPS, "relu",
+                                       backend="cpu")
+        else:
+            y = cbn_module.batch_norm(x, w, b, rm, rv, training, MOMENTUM, EPS, "relu", backend="cpu")
+        dx, dw = torch.autograd.grad((y * head).sum(), (x, w), create_graph=True)
+        penalty = dx.square().sum() + dw.square().sum()
+        out.append(dict(zip(("penalty", "x", "weight", "bias"), (penalty, *torch.autograd.grad(penalty, (x, w, b))))))
+    _assert_bit_identical(out[1], out[0], f"R1 {dtype} training={training}")
+
+
+@needs_cpu_ext
+def test_batch_norm_falls_back_to_the_generic_op_outside_its_path(monkeypatch):
+    # weight in another dtype than the acc one (a module.double() with float32 x), lrelu, the
+    # reference backend: each is conditional_batch_norm on weight.expand(N, -1) itself
+    inp = _per_channel_leaves((2, 3, 4, 4), torch.float32, seed=24)
+    calls = []
+    generic = cbn_module.conditional_batch_norm
+    monkeypatch.setattr(cbn_module, "conditional_batch_norm", lambda *a, **k: calls.append(a) or generic(*a, **k))
+    x, w, b, rm, rv = (inp[k] for k in ("x", "weight", "bias", "running_mean", "running_var"))
+    cbn_module.batch_norm(x, w.double(), b.double(), rm, rv, True, MOMENTUM, EPS, "relu", backend="cpu")
+    cbn_module.batch_norm(x, w, b, rm, rv, True, MOMENTUM, EPS, "relu", backend="reference")
+    assert len(calls) == 2 and all(a[1].shape == (2, 3) and a[1].stride() == (0, 1) for a in calls)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(x=torch.randn(2, 3, 4)), ValueError, "x must be \\[N, C, H, W\\], got shape \\[2, 3, 4\\]"),
+    (dict(weight=torch.ones(2, 3)), ValueError, "weight must be \\[C\\] = \\[3\\]"),
+    (dict(bias=None), ValueError, "bias must be \\[C\\] = \\[3\\] \\(one value per channel\\), got NoneType"),
+    (dict(momentum=1.5), ValueError, "momentum must be a number in \\[0, 1\\], got 1.5"),
+    (dict(x=torch.randn(1, 3, 1, 1)), ValueError, "more than 1 value per channel"),
+])
+def test_batch_norm_bad_arguments_name_the_argument(kwargs, error, match):
+    args = dict(x=torch.randn(2, 3, 4, 4), weight=torch.ones(3), bias=torch.zeros(3), running_mean=torch.zeros(3),
+                running_var=torch.ones(3), training=True, momentum=MOMENTUM, eps=EPS)
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        cbn_module.batch_norm(**args)
 
 
 # ---------------------------------------------------------------- cross-replica statistics

@@ -208,3 +208,37 @@ def test_cuda_empty_inputs():
     assert c.forward_apply(x, a.mean, a.rstd, g0, g0, True).shape == x.shape
     assert c.backward_sums(x, x, a.mean, a.rstd, g0, g0, True).shape == (0, 3, 2)
     assert c.backward_dx(x, x, a.mean, a.rstd, g0, g0, True, a.c1, a.c2).shape == x.shape
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] in ("map_4x4", "odd_channels", "batch_1", "many_planes")],
+                         ids=lambda c: c[0])
+def test_cuda_reads_gain_and_bias_expanded_over_the_batch(case, dtype):
+    # gain / bias [C].expand(N, -1) (batch stride 0, BatchNormAct2d's weight and bias): every pass
+    # and both one-call steps give exactly what they give on the [N, C] copy ([C] gradients:
+    # the copy's summed over N by sum_to, as autograd's expand)
+    c = contract("cuda")
+    ext = _cuda_ext()
+    _, shape, kind = case
+    a = make_inputs(shape, kind, dtype, device="cuda")
+    n = shape[0]
+    g, b = a.gain[0].clone(), a.bias[-1].clone()
+    ge, be, gc, bc = g.expand(n, -1), b.expand(n, -1), g.expand(n, -1).contiguous(), b.expand(n, -1).contiguous()
+    for relu in (False, True):
+        assert torch.equal(c.forward_apply(a.x, a.mean, a.rstd, ge, be, relu),
+                           c.forward_apply(a.x, a.mean, a.rstd, gc, bc, relu))
+        assert torch.equal(c.backward_sums(a.dy, a.x, a.mean, a.rstd, ge, be, relu),
+                           c.backward_sums(a.dy, a.x, a.mean, a.rstd, gc, bc, relu))
+        assert torch.equal(c.backward_dx(a.dy, a.x, a.mean, a.rstd, ge, be, relu, a.c1, a.c2),
+                           c.backward_dx(a.dy, a.x, a.mean, a.rstd, gc, bc, relu, a.c1, a.c2))
+    for training in (True, False):
+        rm1, rv1 = a.mean.clone(), 1 / a.rstd.square()
+        rm2, rv2 = rm1.clone(), rv1.clone()
+        y1, mean1, var1 = ext.cbn_forward_step(a.x, g, b, rm1, rv1, training, 0.1, 1e-5, True)
+        y2, mean2, var2 = ext.cbn_forward_step(a.x, gc, bc, rm2, rv2, training, 0.1, 1e-5, True)
+        for u, v in ((y1, y2), (mean1, mean2), (var1, var2), (rm1, rm2), (rv1, rv2)):
+            assert torch.equal(u, v), f"forward step training={training}"
+        dx1, dg1, db1 = ext.cbn_backward_step(a.dy, a.x, g, b, mean1, var1, training, 1e-5, True)
+        dx2, dg2, db2 = ext.cbn_backward_step(a.dy, a.x, gc, bc, mean2, var2, training, 1e-5, True)
+        assert torch.equal(dx1, dx2) and torch.equal(dg1, dg2.sum_to_size(g.shape))
+        assert torch.equal(db1, db2.sum_to_size(b.shape)), f"backward step training={training}"

@@ -347,3 +347,100 @@ def test_cpu_one_call_steps_equal_the_python_composition(case, dtype, training):
     g2 = cbn._backward(t.dy, t.x, t.gain, t.bias, mean2, var2, cnt, training, eps, relu, "cpu")
     for got, want in zip(g1, g2):
         assert torch.equal(got, want)
+
+
+# ---- one gain and bias per channel: expanded over N (batch stride 0), never copied ----
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", ["map_4x4", "odd_channels", "batch_1", "map_1x1"])
+def test_cpu_passes_read_gain_and_bias_expanded_over_the_batch(case, dtype):
+    # gain / bias [C].expand(N, -1) (stride 0 over N): every pass gives exactly what it gives on
+    # the [N, C] copy (poisoned outputs: an unwritten element fails)
+    contract = cpu_contract()
+    _, shape, kind = CASE_BY_NAME[case]
+    a = make_inputs(shape, kind, dtype)
+    n = shape[0]
+    ge, be = a.gain[0].expand(n, -1), a.bias[-1].expand(n, -1)   # [N, C], stride (0, 1)
+    gc, bc = ge.contiguous(), be.contiguous()
+    for relu in (False, True):
+        y = contract.forward_apply(a.x, a.mean, a.rstd, ge, be, relu, out=poison_like(a.x))
+        assert torch.equal(y, contract.forward_apply(a.x, a.mean, a.rstd, gc, bc, relu)), relu
+        sums = contract.backward_sums(a.dy, a.x, a.mean, a.rstd, ge, be, relu)
+        assert torch.equal(sums, contract.backward_sums(a.dy, a.x, a.mean, a.rstd, gc, bc, relu)), relu
+        dx = contract.backward_dx(a.dy, a.x, a.mean, a.rstd, ge, be, relu, a.c1, a.c2, out=poison_like(a.x))
+        assert torch.equal(dx, contract.backward_dx(a.dy, a.x, a.mean, a.rstd, gc, bc, relu, a.c1, a.c2)), relu
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", ["map_4x4", "batch_1", "map_1x1"])
+def test_cpu_one_call_steps_take_per_channel_gain_and_bias(case, dtype, training):
+    # cbn_forward_step / cbn_backward_step with gain, bias [C]: what they give on the [N, C] copy,
+    # the [C] gradients summed over N by at::sum_to (autograd's backward of expand), bit for bit
+    cpu_contract()
+    ext = ganfast._ext.extension("cpu")
+    _, shape, kind = CASE_BY_NAME[case]
+    t = make_inputs(shape, kind, dtype)
+    g, b = t.gain[0].clone(), t.bias[-1].clone()                           # [C]
+    gn, bn = g.expand(shape[0], -1).contiguous(), b.expand(shape[0], -1).contiguous()
+    rm1, rv1 = torch.randn(shape[1]).abs(), torch.rand(shape[1]) + 0.5
+    rm2, rv2 = rm1.clone(), rv1.clone()
+    y1, mean1, var1 = ext.cbn_forward_step(t.x, g, b, rm1, rv1, training, 0.1, EPS, True)
+    y2, mean2, var2 = ext.cbn_forward_step(t.x, gn, bn, rm2, rv2, training, 0.1, EPS, True)
+    for got, want in ((y1, y2), (mean1, mean2), (var1, var2), (rm1, rm2), (rv1, rv2)):
+        assert torch.equal(got, want)
+    dx1, dg1, db1 = ext.cbn_backward_step(t.dy, t.x, g, b, mean1, var1, training, EPS, True)
+    dx2, dg2, db2 = ext.cbn_backward_step(t.dy, t.x, gn, bn, mean2, var2, training, EPS, True)
+    assert dg1.shape == db1.shape == g.shape
+    assert torch.equal(dx1, dx2)
+    assert torch.equal(dg1, dg2.sum_to_size(g.shape)) and torch.equal(db1, db2.sum_to_size(b.shape))
+
+
+def _step_args(**over) -> dict:
+    a = make_inputs((2, 3, 4, 4), "normal", torch.float32)
+    d = dict(x=a.x, gain=a.gain[0].clone(), bias=a.bias[0].clone(), running_mean=torch.zeros(3),
+             running_var=torch.ones(3), training=True, momentum=0.1, eps=EPS, relu=True)
+    d.update(over)
+    return d
+
+
+# (id, overrides of cbn_forward_step's arguments, message)
+BAD_STEP_ARGUMENTS = [
+    ("gain_shape", dict(gain=_f(4)),
+     r"gain must be \[N, C\] = \[2, 3\] \(per sample\) or \[C\] = \[3\] \(per channel\), got shape \[4\]"),
+    ("bias_ndim", dict(bias=_f(2, 3, 1)), r"bias must be \[N, C\] = \[2, 3\] \(per sample\) or \[C\] = \[3\]"),
+    ("gain_dtype", dict(gain=_f(3, dtype=torch.float64)), r"gain must have dtype Float"),
+    ("bias_device", dict(bias=torch.empty(3, device="meta")), r"bias must be on x's device cpu"),
+    # an [N, C] gain expanded over N must still be contiguous along C
+    ("gain_expanded_strided", dict(gain=_f(6)[::2].expand(2, -1)), r"gain must be contiguous over C"),
+    ("running_mean_shape", dict(running_mean=_f(4)), r"running_mean must be \[C\] = \[3\]"),
+    ("running_var_dtype", dict(running_var=torch.ones(3, dtype=torch.int32)), r"running_var must be floating"),
+    ("momentum", dict(momentum=1.5), r"momentum must be a number in \[0, 1\], got 1.5"),
+    ("eps", dict(eps=0.0), r"eps must be > 0"),
+    ("one_value", dict(x=_f(1, 3, 1, 1)), r"more than 1 value per channel when training"),
+    ("eval_without_stats", dict(training=False, running_var=None), r"running_mean and running_var must be given"),
+]
+
+
+@pytest.mark.parametrize("over,match", [b[1:] for b in BAD_STEP_ARGUMENTS], ids=[b[0] for b in BAD_STEP_ARGUMENTS])
+def test_cpu_one_call_forward_rejects_bad_arguments_naming_them(over, match):
+    cpu_contract()
+    with pytest.raises(RuntimeError, match=match):
+        ganfast._ext.extension("cpu").cbn_forward_step(**_step_args(**over))
+
+
+def test_cpu_one_call_steps_accept_the_arguments_the_bad_cases_start_from():
+    # the baseline of BAD_STEP_ARGUMENTS runs (so each failure above is its one change), and a
+    # non-contiguous [C] gain is made contiguous rather than rejected
+    cpu_contract()
+    ext = ganfast._ext.extension("cpu")
+    d = _step_args()
+    y, mean, var = ext.cbn_forward_step(**d)
+    strided = _step_args(gain=torch.stack([d["gain"], d["gain"]], 1)[:, 0], running_mean=torch.zeros(3),
+                         running_var=torch.ones(3))
+    assert not strided["gain"].is_contiguous()
+    assert torch.equal(ext.cbn_forward_step(**strided)[0], y)
+    dy = torch.ones_like(d["x"])
+    with pytest.raises(RuntimeError, match=r"gain must be \[N, C\] = \[2, 3\] \(per sample\) or \[C\] = \[3\]"):
+        ext.cbn_backward_step(dy, d["x"], _f(4), d["bias"], mean, var, True, EPS, True)
+    assert ext.cbn_backward_step(dy, d["x"], d["gain"], d["bias"], mean, var, True, EPS, True)[1].shape == (3,)

@@ -188,6 +188,154 @@ def test_autocast_bf16_keeps_the_residual_in_x_dtype():
     assert_matches_oracle(y, self_attention2d_ref(*ts), None, dtype=torch.bfloat16, name="autocast y")
 
 
+# ---------------------------------------------------------------- layouts, widths and what needs a gradient
+# The fused path builds q, k, v as views of one projection GEMM (cpu: [B, N, O] rows, q and k
+# zero-padded through zero rows of the stacked weight; triton: [B, O, N] maps) and writes its own
+# first-order backward (_BlockFn): each case below is a layout or width that path must get right.
+
+def _channels_last(t):
+    return t.to(memory_format=torch.channels_last) if t.dim() == 4 else t
+
+
+def _transposed_storage(t):
+    # the same values in a non-contiguous leaf (last two dims transposed in memory)
+    return t.mT.contiguous().mT if t.dim() >= 2 else t
+
+
+def _as_matrices(ts):
+    return [ts[0]] + [as_matrix(w, "w") for w in ts[1:5]] + [ts[5]]
+
+
+# (shape, pool, qk_ratio, v_ratio, transform of [x, w_theta, w_phi, w_g, w_o, gamma]): one comment per case.
+LAYOUTS = [
+    pytest.param((1, 64, 6, 6), 2, 8, 2, None, id="batch1"),                 # the pool writes NCHW at batch 1: rows copied to unit stride
+    pytest.param((2, 32, 6, 4), 2, 8, 2, lambda ts: [_channels_last(ts[0])] + ts[1:], id="x-channels-last"),
+    pytest.param((2, 32, 6, 4), 2, 8, 2, lambda ts: [_transposed_storage(ts[0])] + ts[1:], id="x-strided"),
+    pytest.param((2, 32, 5, 6), 2, 8, 2, _as_matrices, id="matrix-weights"),  # [out, in] weights
+    pytest.param((2, 32, 5, 6), 2, 8, 2, lambda ts: [ts[0], as_matrix(ts[1], "w")] + ts[2:], id="mixed-weights"),
+    pytest.param((2, 32, 5, 6), 2, 8, 2, lambda ts: [_transposed_storage(t) for t in _as_matrices(ts)],
+                 id="strided-weights"),                                    # weights as transposed views
+    pytest.param((2, 32, 6, 6), 2, 2, 8, None, id="cq>cv"),                # Cq = 16 > Cv = 4: cpu pads the values
+    pytest.param((2, 32, 6, 6), 2, 4, 4, None, id="cq=cv"),                # one width: no zero rows
+    pytest.param((2, 24, 7, 8), 3, 8, 2, None, id="pool3-odd"),            # pool 3 floors 7x8 to 2x2; Cq = 3
+    pytest.param((2, 16, 4, 4), 1, 8, 2, None, id="pool1-cq2"),            # no pool; Cq = 2
+    pytest.param((2, 32, 4, 6), 2, 8, 2, lambda ts: ts[:5] + [ts[5].reshape(1, 1, 1)], id="gamma-3d"),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape, pool, qk_ratio, v_ratio, transform", LAYOUTS)
+def test_layouts_and_widths_match_reference(backend, shape, pool, qk_ratio, v_ratio, transform):
+    # Forward, every first gradient and R1's second gradients against the float64 oracle.
+    dtype = torch.float64 if torch.float64 in backends.op_dtypes("self_attention", backend) else torch.float32
+    ts = make_block(*shape, dtype=dtype, qk_ratio=qk_ratio, v_ratio=v_ratio)
+    dy = torch.randn(shape, dtype=torch.float64)
+    arrange = (lambda t: t) if transform is None else transform
+
+    def leaves(dt):
+        return [t.requires_grad_() for t in arrange([t.detach().to(dt) for t in ts])]
+
+    fast = lambda *a: self_attention2d(*a, pool=pool, backend=backend)
+    ref = lambda *a: self_attention2d_ref(*a, pool=pool)
+    oracle = forward_grads_r1(ref, leaves(torch.float64), dy)
+    same = forward_grads_r1(ref, leaves(dtype), dy.to(dtype)) if dtype != torch.float64 else [None] * len(NAMES)
+    got_leaves = leaves(dtype)
+    got = forward_grads_r1(fast, got_leaves, dy.to(dtype))
+    with torch.no_grad():
+        assert torch.equal(fast(*got_leaves), got[0]), "no_grad forward differs from the forward that saves"
+    extra = {"dw_g": flash_dw_g_allowance(ts, dy, pool)} if backend == "triton" else {}
+    for n, g, o, s in zip(NAMES, got, oracle, same):
+        factor = 2.0 + (extra[n] / max(float((s - o).abs().max()), 1e-30) if n in extra else 0.0)
+        assert_matches_oracle(g, o, s, dtype=dtype, name=f"{backend}/{n}", factor=factor)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("wrt", [(0,), (1, 2, 3), (4, 5), (0, 5)], ids=["x", "qkv-weights", "w_o-gamma", "x-gamma"])
+def test_gradients_of_some_inputs(backend, wrt):
+    # Only some inputs require a gradient (a generator's frozen D, R1 on x alone): those get the
+    # reference's gradients, and R1's second gradients flow to them.
+    dtype = torch.float64 if torch.float64 in backends.op_dtypes("self_attention", backend) else torch.float32
+    ts = make_block(2, 32, 6, 6, dtype=dtype)
+    dy = torch.randn(2, 32, 6, 6, dtype=torch.float64)
+
+    def run(fn, dt):
+        args = [t.detach().to(dt).requires_grad_(i in wrt) for i, t in enumerate(ts)]
+        y = fn(*args)
+        leaves = [args[i] for i in wrt]
+        g1 = torch.autograd.grad(y, leaves, dy.to(dt), create_graph=True)
+        g2 = torch.autograd.grad(sum(g.square().sum() for g in g1), leaves)
+        return [y.detach()] + [g.detach() for g in g1 + g2]
+
+    oracle = run(self_attention2d_ref, torch.float64)
+    same = run(self_attention2d_ref, dtype) if dtype != torch.float64 else [None] * len(oracle)
+    got = run(lambda *a: self_attention2d(*a, backend=backend), dtype)
+    for i, (g, o, s) in enumerate(zip(got, oracle, same)):
+        assert_matches_oracle(g, o, s, dtype=dtype, name=f"{backend}/{wrt}/{i}", factor=4.0)
+
+
+def test_saved_tensors_are_freed_after_the_backward():
+    # _BlockFn saves its intermediates with save_for_backward: freed after a backward without
+    # retain_graph (a second one raises), kept with it (a second one gives the same gradients).
+    leaves = _leaf(make_block(2, 32, 6, 6), torch.float64)
+    y = self_attention2d(*leaves, backend="cpu")
+    first = torch.autograd.grad(y.sum(), leaves, retain_graph=True)
+    second = torch.autograd.grad(y.sum(), leaves)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        torch.autograd.grad(y.sum(), leaves)
+
+
+def test_autocast_bf16_gradients():
+    # Gradients under autocast take the composition's path (its ops pick autocast's dtypes): they
+    # come back in the inputs' float32, within 2x the error of the reference run under autocast.
+    # pool=1: a max-pool in bf16 may pick another position of a window than the oracle.
+    ts = make_block(2, 64, 6, 6)
+    dy = torch.randn(2, 64, 6, 6, dtype=torch.float64)
+
+    def run(fn, dtype, autocast):
+        leaves = _leaf(ts, dtype)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = fn(*leaves, pool=1)
+        return [y] + list(torch.autograd.grad(y, leaves, dy.to(dtype)))
+
+    oracle = run(self_attention2d_ref, torch.float64, False)
+    same = run(self_attention2d_ref, torch.float32, True)
+    got = run(lambda *a, pool: self_attention2d(*a, pool=pool, backend="cpu"), torch.float32, True)
+    for n, g, o, s in zip(NAMES, got, oracle, same):
+        assert g.dtype == torch.float32, n
+        assert_matches_oracle(g, o, s, dtype=torch.bfloat16, name=f"autocast {n}")
+
+
+# Operands of the cpu core in layouts the CPU flash kernel reads differently: it reads each row as
+# a contiguous vector whatever the last dim's stride says. One comment per case.
+STRIDED_CORE = [
+    pytest.param(lambda r, b, n, m, d, dv: (r(b, d, n).mT, r(b, d, m).mT, r(b, dv, m).mT), id="transposed"),
+    pytest.param(lambda r, b, n, m, d, dv: (r(b, n, d + 3)[..., 1:d + 1], r(b, m, d + 2)[..., 2:],
+                                            r(b, m, dv + 1)[..., :dv]), id="column-slices"),   # row stride > width
+    pytest.param(lambda r, b, n, m, d, dv: (r(1, n, d).expand(b, n, d), r(1, m, d).expand(b, m, d),
+                                            r(1, m, dv).expand(b, m, dv)), id="batch-expanded"),   # batch stride 0
+    pytest.param(lambda r, b, n, m, d, dv: (r(b, 1, d).expand(b, n, d), r(b, m, d), r(b, m, dv)),
+                 id="rows-expanded"),                                                             # row stride 0
+]
+
+
+@pytest.mark.parametrize("widths", [(5, 5), (3, 7)], ids=["one-width", "qk-narrower"])
+@pytest.mark.parametrize("make", STRIDED_CORE)
+def test_cpu_core_strided_rows(make, widths):
+    gen = torch.Generator().manual_seed(4)
+    r = lambda *s: torch.randn(*s, generator=gen, dtype=torch.float64)
+    q, k, v = make(r, 2, 9, 4, *widths)
+    leaves = [t.detach().requires_grad_() for t in (q, k, v)]     # the views themselves, strides kept
+    o = attention(*leaves, backend="cpu")
+    do = r(*o.shape)
+    grads = torch.autograd.grad(o, leaves, do)
+    ref = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    o64 = attention_ref(*ref)
+    for n, g, e in zip(("o", "dq", "dk", "dv"), (o,) + grads, (o64,) + torch.autograd.grad(o64, ref, do)):
+        assert_matches_oracle(g, e, None, dtype=torch.float64, name=n)
+
+
 # ---------------------------------------------------------------- custom ops and torch.compile
 
 def test_opcheck_attention_ops():

@@ -25,7 +25,7 @@ from ganfast.ops.conditional_batch_norm import reference
 from ganfast.ops.conditional_batch_norm.reference import (ACTIVATIONS, acc_dtype, combine_stats,
                                                           conditional_batch_norm_ref, update_running_stats)
 
-__all__ = ["conditional_batch_norm", "conditional_batch_norm_ref"]
+__all__ = ["batch_norm", "conditional_batch_norm", "conditional_batch_norm_ref"]
 
 OP = "conditional_batch_norm"
 backends.register_op(OP, backends.FUSED_OP_DTYPES, grad_orders={"cpu": None, "triton": None, "cuda": None})
@@ -220,7 +220,10 @@ class _CbnStepFn(torch.autograd.Function):
     """The eager path on the C++ backends without a process group: the whole forward, and a
     first-order backward, each in one extension call (cbn_forward_step / cbn_backward_step: the
     same passes and [C]-sized ops as _forward / _backward). A backward that builds a graph (R1)
-    goes through _CbnBackwardFn, whose own backward is the reference's vjp."""
+    goes through _CbnBackwardFn, whose own backward is the reference's vjp.
+
+    gain, bias: [N, C], or [C] (batch_norm: one per channel, which the extension expands over N
+    without a copy and whose gradients it sums over N, as autograd's expand would)."""
 
     @staticmethod
     def forward(ctx, x, gain, bias, run_mean, run_var, args):
@@ -239,8 +242,12 @@ class _CbnStepFn(torch.autograd.Function):
         training, eps, relu, backend = ctx.args
         if torch.is_grad_enabled():
             cnt = torch.tensor(float(_count(x)), dtype=mean.dtype, device=x.device)
-            dx, dgain, dbias = _CbnBackwardFn.apply(dy, x, gain, bias, mean, var, cnt, run_mean, run_var, training,
+            n = x.shape[0]
+            g = gain if gain.ndim == 2 else gain.expand(n, -1).contiguous()   # [C] -> [N, C], differentiably
+            b = bias if bias.ndim == 2 else bias.expand(n, -1).contiguous()
+            dx, dgain, dbias = _CbnBackwardFn.apply(dy, x, g, b, mean, var, cnt, run_mean, run_var, training,
                                                     eps, relu, backend, None)
+            dgain, dbias = dgain.sum_to_size(gain.shape), dbias.sum_to_size(bias.shape)   # no-ops for [N, C]
         else:
             dx, dgain, dbias = _ext.extension(backend).cbn_backward_step(dy, x, gain, bias, mean, var, training, eps,
                                                                          relu)
@@ -337,3 +344,48 @@ def conditional_batch_norm(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tens
     if training:
         update_running_stats(running_mean, running_var, momentum, cnt, mean, var)
     return y
+
+
+def batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: Optional[torch.Tensor],
+               running_var: Optional[torch.Tensor], training: bool, momentum: float, eps: float,
+               act: Optional[str] = None, process_group=None, backend: Optional[str] = None) -> torch.Tensor:
+    """torch's batch norm with its per-channel affine, then `act`: conditional_batch_norm with
+    gain = weight and bias = bias for every sample (ganfast.nn.BatchNormAct2d's op).
+
+    Args:
+        weight, bias: [C] (nn.BatchNorm2d's); the other arguments as conditional_batch_norm's.
+
+    The same results, bit for bit, as conditional_batch_norm(x, weight.expand(N, -1),
+    bias.expand(N, -1), ...). On the C++ backends' eager path without a process group, with
+    weight and bias in the accumulation dtype (fp32; fp64 for fp64 x), the [C] tensors go to the
+    extension as they are (its kernels read them with batch stride 0, and it sums their gradients
+    over N as autograd's expand would), and the extension checks the arguments; every other call
+    is that conditional_batch_norm call.
+    """
+    who = "ganfast.ops.conditional_batch_norm.batch_norm"
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        got = f"shape {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{who}: x must be [N, C, H, W], got {got}")
+    c = x.shape[1]
+    if (process_group is None and x.is_floating_point() and (act is None or act == "relu")
+            and is_eager(x, weight, bias) and weight is not None and bias is not None
+            and weight.shape == (c,) and bias.shape == (c,)):
+        name = backends.select(OP, (x,), backend)
+        acc = acc_dtype(x)
+        stats_ok = (_count(x) >= 2 or running_var is None) if training else \
+            (running_mean is not None and running_var is not None)
+        # anything else (another dtype, a value the generic checks reject): the generic call below
+        if (name in _STEP_BACKENDS and weight.dtype == acc and bias.dtype == acc and stats_ok
+                and isinstance(momentum, (int, float)) and 0 <= momentum <= 1 and eps > 0):
+            args = (bool(training), float(momentum), float(eps), act == "relu", name)
+            if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
+                return _CbnStepFn.apply(x.contiguous(), weight, bias, running_mean, running_var, args)
+            return _ext.extension(name).cbn_forward_step(x.contiguous(), weight, bias, running_mean, running_var,
+                                                         *args[:4])[0]
+    for arg, t in (("weight", weight), ("bias", bias)):
+        if not isinstance(t, torch.Tensor) or t.shape != (c,):
+            got = f"shape {list(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{who}: {arg} must be [C] = [{c}] (one value per channel), got {got}")
+    n = x.shape[0]
+    return conditional_batch_norm(x, weight.expand(n, -1), bias.expand(n, -1), running_mean, running_var, training,
+                                  momentum, eps, act, process_group, backend)

@@ -1,21 +1,32 @@
 """SAGAN / BigGAN self-attention: y = x + gamma * w_o (g softmax(theta^T phi)^T).
 
 What runs where (backend cpu or triton; the reference backend is reference.self_attention2d_ref):
-- Projections: w_phi and w_g are stacked into one [Cq + Cv, C] matrix (one GEMM, whose output is
-  already the [B, Cq + Cv, H, W] map the max-pool takes, so keys and values are pooled together in
-  one pass); theta is its own GEMM. (Stacking theta too reads x once less but makes the key/value
-  part a strided slice that the pool must copy: measured, more memory and no faster.)
-- Attention core: the custom op ganfast::sa_attention (q [B, N, Cq], k [B, M, Cq], v [B, M, Cv]
-  -> o [B, N, Cv], lse [B, N]) on the backend's flash kernel (online softmax; the [N, M] matrix is
-  never written): triton.py on CUDA tensors, PyTorch's CPU flash kernel (cpu.py) on CPU tensors.
-  Its backward, ganfast::sa_attention_backward, recomputes the probabilities from the saved
+- Projections: w_theta, w_phi and w_g are stacked into one [O, C] matrix (one GEMM) whose output
+  the max-pool takes whole (keys and values pooled in one pass; q's rows pooled too and unused,
+  which reads them once where pooling a strided slice would first copy it). Each backend gets
+  q, k, v as views of the GEMM's and the pool's outputs in its own layout (_ROWS): the cpu kernel
+  wants unit-stride rows of one width, which zero rows in the stacked weight provide without an
+  activation-sized pad or copy.
+- Attention core: the backend's flash kernel (online softmax; the [N, M] matrix is never
+  written): triton.py on CUDA tensors, PyTorch's CPU flash kernel (cpu.py) on CPU tensors; as the
+  custom op ganfast::sa_attention (q [B, N, Cq], k [B, M, Cq], v [B, M, Cv] -> o [B, N, Cv],
+  lse [B, N]) under torch.compile. Its backward recomputes the probabilities from the saved
   log-sum-exp.
 - Output: gamma is folded into the small w_o and the product is accumulated onto x in the same
   GEMM (baddbmm: y = x + (gamma w_o) o^T), so x + gamma * o costs no pass of its own.
 
-Gradients of any order: the backward op's own gradient (R1 through a discriminator with
-attention) is a vjp through the reference's written-out attention gradient (math path,
-materializing [N, M]), taken automatically whenever a graph of the gradient is being built.
+The host path (what an eager call costs at GAN layer sizes, STYLE.md): an eager call with
+gradients is one autograd node, _BlockFn, whose first-order backward is written out in one
+function (a graph of the composition holds two dozen nodes, each with the engine's cost, one of
+them a Python node for the core); without gradients the same forward runs with no node at all.
+Under torch.compile the op is the differentiable composition around the custom ops, traced
+without graph breaks; under autocast with gradients it is that composition too (its ops take
+autocast's dtypes).
+
+Gradients of any order: a gradient of _BlockFn's gradient (create_graph: R1 through a
+discriminator with attention) differentiates the composition, recomputed from the saved inputs;
+the attention core's own gradient there is a vjp through the reference's written-out attention
+gradient (math path, materializing [N, M]).
 There is no CUDA C++ kernel for this op: Triton is its GPU path (`ganfast info` says so).
 """
 from __future__ import annotations
@@ -28,7 +39,7 @@ import torch.nn.functional as F
 from ganfast import backends
 from ganfast.ops._layout import is_eager
 from ganfast.ops.self_attention import reference
-from ganfast.ops.self_attention.reference import as_matrix, attention_backward_ref, self_attention2d_ref
+from ganfast.ops.self_attention.reference import attention_backward_ref, self_attention2d_ref
 
 __all__ = ["self_attention2d", "self_attention2d_ref", "attention"]
 
@@ -182,28 +193,237 @@ def _attend(q, k, v, scale: float, name: str) -> torch.Tensor:
     return _impl(name).attention_forward(q, k, v, scale)[0]    # nothing to differentiate: the kernel alone
 
 
-def _check(x, w_theta, w_phi, w_g, w_o, gamma, pool):
+def _matrix_shape(w, name: str) -> tuple[int, int]:
+    """(out, in) of a 1x1 convolution weight [out, in, 1, 1] or a matrix [out, in]."""
+    shape = w.shape if isinstance(w, torch.Tensor) else None
+    if shape is not None and (len(shape) == 2 or (len(shape) == 4 and shape[2] == 1 and shape[3] == 1)):
+        return shape[0], shape[1]
+    raise ValueError(f"{name} must be a 1x1 convolution weight [out, in, 1, 1] or a matrix [out, in], got "
+                     f"{tuple(shape) if shape is not None else type(w).__name__}")
+
+
+def _check(x, w_theta, w_phi, w_g, w_o, gamma, pool) -> tuple[int, int]:
+    """(Cq, Cv) of valid arguments, else a ValueError naming the argument. It runs on every call:
+    integer comparisons only, no tensor ops."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"x must be a 4-D tensor [B, C, H, W], got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-    if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
+    if type(pool) is not int or pool < 1:    # type(): a bool is not a pool size
         raise ValueError(f"pool must be an int >= 1, got {pool!r}")
-    b, c, h, w = x.shape
+    _, c, h, w = x.shape
     if h < pool or w < pool:
         raise ValueError(f"x's spatial size {h}x{w} must be at least pool x pool = {pool}x{pool}")
-    wt, wp, wg, wo = (as_matrix(t, n) for t, n in ((w_theta, "w_theta"), (w_phi, "w_phi"), (w_g, "w_g"), (w_o, "w_o")))
-    for name, m in (("w_theta", wt), ("w_phi", wp), ("w_g", wg)):
-        if m.shape[1] != c:
-            raise ValueError(f"{name} must take x's {c} channels ([out, {c}]), got shape {tuple(m.shape)}")
-    if wt.shape[0] != wp.shape[0]:
-        raise ValueError(f"w_theta and w_phi must have one output width, got {wt.shape[0]} and {wp.shape[0]}")
-    if tuple(wo.shape) != (c, wg.shape[0]):
-        raise ValueError(f"w_o must map w_g's {wg.shape[0]} channels back to {c} ([{c}, {wg.shape[0]}]), "
-                         f"got shape {tuple(wo.shape)}")
+    st, sp, sg = _matrix_shape(w_theta, "w_theta"), _matrix_shape(w_phi, "w_phi"), _matrix_shape(w_g, "w_g")
+    so = _matrix_shape(w_o, "w_o")
+    for name, shape in (("w_theta", st), ("w_phi", sp), ("w_g", sg)):
+        if shape[1] != c:
+            raise ValueError(f"{name} must take x's {c} channels ([out, {c}]), got shape {tuple(shape)}")
+    if st[0] != sp[0]:
+        raise ValueError(f"w_theta and w_phi must have one output width, got {st[0]} and {sp[0]}")
+    if so[0] != c or so[1] != sg[0]:
+        raise ValueError(f"w_o must map w_g's {sg[0]} channels back to {c} ([{c}, {sg[0]}]), got shape {tuple(so)}")
     if not isinstance(gamma, torch.Tensor) or gamma.numel() != 1:
         raise ValueError(f"gamma must be a one-element tensor, got "
                          f"{tuple(gamma.shape) if isinstance(gamma, torch.Tensor) else type(gamma).__name__}")
-    return wt, wp, wg, wo
+    return st[0], sg[0]
+
+
+# ---- the block: one GEMM for the projections, the attention core, one GEMM for the output ----
+
+# How each fused backend's kernel takes q, k, v (decided per backend, not per call):
+# - rows (cpu): torch's CPU flash kernel takes [B, heads, rows, D] with unit-stride rows and one
+#   head width D = max(Cq, Cv). The projection GEMM writes [B, N, O] rows, and q, k, v are
+#   [B, 1, rows, D] views of its output and the pool's: no activation-sized pad or copy. The
+#   stacked weight (_stacked_weights) makes the widths agree: k's columns past Cq are zero rows
+#   of it, so every score q.k is exact whatever q holds there (its D columns run on into w_phi's
+#   and the zero rows), and v's past Cv (when Cq > Cv) are zero rows too.
+# - maps (triton): any strides and widths (D = Cq for q and k, Cv for v); q, k, v are transposed
+#   views of [B, O, N] maps (the layout its kernels are tuned and compiled ahead of time for).
+_ROWS = {"cpu": True, "triton": False}
+
+
+def _widths(cq: int, cv: int, rows: bool) -> tuple[int, int]:
+    """(D, Dv): the widths the kernel sees for q and k, and for v."""
+    return (max(cq, cv),) * 2 if rows else (cq, cv)
+
+
+def _stacked_weights(w_theta, w_phi, w_g, cq: int, cv: int, d: int, d_v: int) -> torch.Tensor:
+    """[O, C] = [w_theta; w_phi; D - Cq zero rows; w_g; Dv - Cv zero rows], O = Cq + D + Dv: rows
+    [0, D) are q, [Cq, Cq + D) k, [Cq + D, O) v. The zero rows' gradient is dropped (cat's
+    backward; the split in _BlockFn.backward)."""
+    ws = (w_theta, w_phi, w_g)
+    if not w_theta.dim() == w_phi.dim() == w_g.dim():
+        ws = tuple(w.flatten(1) for w in ws)
+    tail = ws[0].shape[1:]
+    if d > cq:
+        ws = (ws[0], ws[1], w_theta.new_zeros((d - cq,) + tail), ws[2])
+    if d_v > cv:
+        ws = ws + (w_theta.new_zeros((d_v - cv,) + tail),)
+    return torch.cat(ws).flatten(1)
+
+
+def _qkv_rows(xf, wts, h: int, w: int, cq: int, d: int, pool: int, save: bool):
+    """rows: q [B, 1, N, D], k, v [B, 1, M, D] (views), and with save the max-pool argmaxes of the
+    k, v rows [B, M, O - Cq] (flat positions in the H x W map)."""
+    b, c, n = xf.shape
+    o_rows = wts.shape[0]
+    p = torch.bmm(xf.mT, wts.t().expand(b, c, o_rows))                  # [B, N, O]
+    q = p.view(b, 1, n, o_rows)[..., :d]
+    idx = None
+    if pool == 1:
+        kv = p.view(b, 1, n, o_rows)
+    else:
+        # q's Cq rows are pooled too (and unused): that reads them once, where pooling the k, v
+        # rows alone would first copy them out of the strided [B, O, N] (channels_last: the pool's fast path)
+        maps = p.mT.view(b, o_rows, h, w)
+        if save:
+            pooled, idx = F.max_pool2d(maps, pool, return_indices=True)
+            idx = idx.permute(0, 2, 3, 1).reshape(b, -1, o_rows)[..., cq:]
+        else:
+            pooled = F.max_pool2d(maps, pool)
+        kv = pooled.permute(0, 2, 3, 1).reshape(b, 1, -1, o_rows)       # [B, 1, M, O]
+    _, k, v = kv.split_with_sizes((cq, d, o_rows - cq - d), 3)
+    return q, k, v, idx
+
+
+def _qkv_maps(xf, wts, h: int, w: int, cq: int, d: int, pool: int, save: bool):
+    """maps: q [B, N, Cq], k [B, M, Cq], v [B, M, Cv] (transposed views), and with save the max-pool
+    argmaxes of the k, v rows [B, Cq + Cv, M] (flat positions in the H x W map)."""
+    b, c, n = xf.shape
+    o_rows = wts.shape[0]
+    pt = torch.bmm(wts.expand(b, o_rows, c), xf)                        # [B, O, N]
+    idx = None
+    if pool == 1:
+        kv = pt
+    elif save:  # q's rows pooled too, as in _qkv_rows
+        pooled, idx = F.max_pool2d(pt.view(b, o_rows, h, w), pool, return_indices=True)
+        kv, idx = pooled.flatten(2), idx.flatten(2)[:, cq:]
+    else:
+        kv = F.max_pool2d(pt.view(b, o_rows, h, w), pool).flatten(2)    # [B, O, M]
+    _, k, v = kv.split_with_sizes((cq, cq, o_rows - 2 * cq), 1)
+    return pt[:, :cq].mT, k.mT, v.mT, idx
+
+
+def _core_kernel(name: str):
+    """The attention core as the kernel alone, (q, k, v) -> (o, lse), in the backend's layout."""
+    impl = _impl(name)
+    return impl.heads_forward if _ROWS[name] else impl.attention_forward
+
+
+def _core_differentiable(name: str):
+    """The attention core as a differentiable function of q, k, v in the backend's layout, (o, None)."""
+    if _ROWS[name]:
+        return lambda q, k, v: (_attend(q.squeeze(1), k.squeeze(1), v.squeeze(1), 1.0, name), None)
+    return lambda q, k, v: (_attend(q, k, v, 1.0, name), None)
+
+
+def _block(x, w_theta, w_phi, w_g, w_o, gamma, cq: int, cv: int, pool: int, name: str, core, save: bool = False):
+    """y [B, C, H, W], and (save) what _BlockFn's backward reads. core: _core_kernel (no graph:
+    no_grad calls and _BlockFn) or _core_differentiable (torch.compile, autocast, gradients of
+    gradients)."""
+    b, c, h, w = x.shape
+    n = h * w
+    rows = _ROWS[name]
+    d, d_v = _widths(cq, cv, rows)
+    wts = _stacked_weights(w_theta, w_phi, w_g, cq, cv, d, d_v)          # [O, C]
+    xf = x.reshape(b, c, n)                                            # [B, C, N]
+    q, k, v, idx = (_qkv_rows if rows else _qkv_maps)(xf, wts, h, w, cq, d, pool, save)
+    o, lse = core(q, k, v)                                              # [B, (1,) N, d_v]
+    ov = o.reshape(b, n, d_v) if rows else o
+    if d_v > cv:
+        ov = ov[..., :cv]
+    wo = w_o.reshape(c, cv)
+    wo_scaled = wo * gamma                                              # gamma folded into the small w_o
+    if wo_scaled.dim() != 2:  # gamma [1, 1, 1], say
+        wo_scaled = wo_scaled.view(c, cv)
+    if xf.dtype == ov.dtype:
+        y = torch.baddbmm(xf, wo_scaled.expand(b, c, cv), ov.mT)       # x + (gamma w_o) o^T
+    else:  # autocast: the attention ran in a lower precision than x; keep the residual in x's
+        y = xf + torch.matmul(wo_scaled.to(ov.dtype), ov.mT).to(xf.dtype)
+    y = y.view(b, c, h, w)
+    return y, ((q, k, v, o, lse, idx, wts, wo, wo_scaled, xf, ov) if save else None)
+
+
+class _BlockFn(torch.autograd.Function):
+    """The whole block as one autograd node for eager calls: the forward runs _block with no graph,
+    and the first-order backward is written out (fewer ops than the composition's graph has nodes).
+    A gradient of the gradient (create_graph, R1) differentiates the differentiable composition
+    instead, recomputed from the saved inputs."""
+
+    @staticmethod
+    def forward(ctx, x, w_theta, w_phi, w_g, w_o, gamma, args):
+        cq, cv, pool, name = args
+        y, saved = _block(x, w_theta, w_phi, w_g, w_o, gamma, cq, cv, pool, name, _core_kernel(name), save=True)
+        ctx.save_for_backward(x, w_theta, w_phi, w_g, w_o, gamma, *saved)   # freed after the backward
+        ctx.args = args
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w_theta, w_phi, w_g, w_o, gamma, q, k, v, o, lse, idx, wts, wo, wo_scaled, xf, ov = ctx.saved_tensors
+        cq, cv, pool, name = ctx.args
+        need = ctx.needs_input_grad
+        if torch.is_grad_enabled():
+            inputs = (x, w_theta, w_phi, w_g, w_o, gamma)
+            return _block_grad_of_grad(inputs, need[:6], dy, cq, cv, pool, name) + (None,)
+        b, c, h, w = x.shape
+        n, o_rows = h * w, wts.shape[0]
+        d, d_v = _widths(cq, cv, _ROWS[name])
+        dyf = dy.reshape(b, c, n)                                      # [B, C, N]
+        dx = dw_theta = dw_phi = dw_g = dw_o = dgamma = None
+        if need[4] or need[5]:
+            dwo_scaled = torch.bmm(dyf, ov).sum(0)                      # [C, Cv]: of gamma w_o
+            if need[4]:
+                dw_o = (dwo_scaled * gamma).view(w_o.shape)
+            if need[5]:
+                dgamma = (dwo_scaled * wo).sum()
+                if gamma.dim():
+                    dgamma = dgamma.view(gamma.shape)
+        if not (need[0] or need[1] or need[2] or need[3]):
+            return dx, dw_theta, dw_phi, dw_g, dw_o, dgamma, None
+        do = torch.bmm(dyf.mT, wo_scaled.expand(b, c, cv))              # [B, N, Cv]
+        if d_v > cv:
+            do = F.pad(do, (0, d_v - cv))
+        # The projections' gradient dP: rows [0, Cq) from dq (its columns past Cq are exactly 0:
+        # k is 0 there), the rest from dk and dv through the max-pool's backward: each window's
+        # gradient goes to the position that won it (the windows do not overlap: a scatter).
+        if _ROWS[name]:
+            dq, dk, dv = _impl(name).heads_backward(do.view(b, 1, n, d_v), q, k, v, o, lse, 1.0)
+            dq = dq.reshape(b, n, d)
+            if d > cq:
+                dq = dq[..., :cq]
+            dkv = torch.cat((dk, dv), 3).view(b, -1, o_rows - cq)          # [B, M, O - Cq]
+            if pool > 1:
+                dkv = dkv.new_zeros(b, n, o_rows - cq).scatter_(1, idx, dkv)
+            dpt = torch.cat((dq, dkv), 2).mT                            # [B, O, N]
+        else:
+            dq, dk, dv = _impl(name).attention_backward(do, q, k, v, o, lse, 1.0)
+            dkv = torch.cat((dk.mT, dv.mT), 1)                          # [B, O - Cq, M]
+            if pool > 1:
+                dkv = dkv.new_zeros(b, o_rows - cq, n).scatter_(2, idx, dkv)
+            dpt = torch.cat((dq.mT, dkv), 1)                            # [B, O, N]
+        if need[0]:
+            dx = torch.baddbmm(dyf, wts.t().expand(b, c, o_rows), dpt).view(b, c, h, w)
+        if need[1] or need[2] or need[3]:
+            dw = torch.bmm(dpt, xf.mT).sum(0)                           # [O, C]; the zero rows' part dropped
+            same_dims = w_theta.dim() == w_phi.dim() == w_g.dim()
+            if same_dims and w_theta.dim() == 4:
+                dw = dw.view(o_rows, c, 1, 1)
+            dw_theta, dw_phi, _, dw_g, _ = dw.split_with_sizes((cq, cq, d - cq, cv, d_v - cv))
+            if not same_dims:
+                dw_theta, dw_phi, dw_g = dw_theta.view(w_theta.shape), dw_phi.view(w_phi.shape), dw_g.view(w_g.shape)
+            dw_theta, dw_phi, dw_g = (dw_theta if need[1] else None, dw_phi if need[2] else None,
+                                      dw_g if need[3] else None)
+        return dx, dw_theta, dw_phi, dw_g, dw_o, dgamma, None
+
+
+def _block_grad_of_grad(inputs, need, dy, cq, cv, pool, name):
+    """_BlockFn's gradients as a graph (create_graph): the vjp of the differentiable composition,
+    recomputed from the saved inputs (its core's own gradient is differentiable: _AttentionBackwardFn)."""
+    y, _ = _block(*inputs, cq, cv, pool, name, _core_differentiable(name))
+    wrt = [t for t, nd in zip(inputs, need) if nd]
+    grads = iter(torch.autograd.grad(y, wrt, dy, create_graph=True))
+    return tuple(next(grads) if nd else None for nd in need)
 
 
 def self_attention2d(x: torch.Tensor, w_theta: torch.Tensor, w_phi: torch.Tensor, w_g: torch.Tensor,
@@ -216,26 +436,15 @@ def self_attention2d(x: torch.Tensor, w_theta: torch.Tensor, w_phi: torch.Tensor
     Returns y [B, C, H, W]. Gradients of any order on every backend. See reference.py for the
     formulas and this module's docstring for what is fused.
     """
-    wt, wp, wg, wo = _check(x, w_theta, w_phi, w_g, w_o, gamma, pool)
-    name = backends.select(OP, [x, wt, wp, wg, wo], backend)
+    cq, cv = _check(x, w_theta, w_phi, w_g, w_o, gamma, pool)
+    name = backends.select(OP, (x, w_theta, w_phi, w_g, w_o), backend)
     if name == "reference":
         return self_attention2d_ref(x, w_theta, w_phi, w_g, w_o, gamma, pool)
-    b, c, h, w = x.shape
-    cq, cv = wt.shape[0], wg.shape[0]
-    xf = x.reshape(b, c, h * w)
-    # bmm on weights expanded over the batch: torch.matmul([O, C], [B, C, N]) copies x transposed
-    theta = torch.bmm(wt.expand(b, cq, c), xf)                             # [B, Cq, N]
-    wkv = torch.cat([wp, wg])
-    kv = torch.bmm(wkv.expand(b, cq + cv, c), xf).reshape(b, cq + cv, h, w)   # one GEMM, contiguous: no copy
-    if pool > 1:
-        kv = F.max_pool2d(kv, pool)                                        # keys and values in one pass
-    kv = kv.flatten(2)
-    q = theta.transpose(1, 2)                                              # [B, N, Cq] views
-    k, v = kv[:, :cq].transpose(1, 2), kv[:, cq:].transpose(1, 2)          # [B, M, Cq], [B, M, Cv]
-    o = _attend(q, k, v, 1.0, name)                                        # [B, N, Cv]
-    wo_scaled = (gamma.reshape(()) * wo).to(o.dtype)
-    if xf.dtype == o.dtype:
-        y = torch.baddbmm(xf, wo_scaled.expand(b, c, cv), o.transpose(1, 2))   # x + (gamma w_o) o^T
-    else:  # autocast: the attention ran in a lower precision than x; keep the residual in x's
-        y = xf + torch.matmul(wo_scaled, o.transpose(1, 2)).to(xf.dtype)
-    return y.reshape(b, c, h, w)
+    if not is_eager(x, w_theta, w_phi, w_g, w_o, gamma):
+        return _block(x, w_theta, w_phi, w_g, w_o, gamma, cq, cv, pool, name, _core_differentiable(name))[0]
+    if torch.is_grad_enabled() and (x.requires_grad or w_theta.requires_grad or w_phi.requires_grad or
+                                    w_g.requires_grad or w_o.requires_grad or gamma.requires_grad):
+        if torch.is_autocast_enabled(x.device.type):   # the composition's ops take autocast's dtypes themselves
+            return _block(x, w_theta, w_phi, w_g, w_o, gamma, cq, cv, pool, name, _core_differentiable(name))[0]
+        return _BlockFn.apply(x, w_theta, w_phi, w_g, w_o, gamma, (cq, cv, pool, name))
+    return _block(x, w_theta, w_phi, w_g, w_o, gamma, cq, cv, pool, name, _core_kernel(name))[0]
