@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 
 from ganfast import _ext, backends
+from ganfast.ops._autograd import vjp as autograd_vjp
 from ganfast.ops._layout import is_eager
 from ganfast.ops.conditional_batch_norm import reference
 from ganfast.ops.conditional_batch_norm.reference import (ACTIVATIONS, acc_dtype, combine_stats,
@@ -174,7 +175,7 @@ def _backward_of_backward(ctx, gdx, gdgain, gdbias):
     if ctx.group is None:
         def first(dy_, x_, g_, b_):
             return _reference_grads(dy_, x_, g_, b_, run_mean, run_var, training, eps, relu, None)
-        grads = torch.func.vjp(first, dy, x, gain, bias)[1](cot)
+        grads = autograd_vjp(first, dy, x, gain, bias)[1](cot)
     else:
         with torch.enable_grad():
             ins = [t if t.requires_grad else t.detach().requires_grad_() for t in (dy, x, gain, bias)]
