@@ -3,8 +3,8 @@
 #   (1) environment facts; (2) builds ganfast._C and ganfast._C_cuda in place (sm_90 only unless
 #   GANFAST_CUDA_ARCHS says otherwise) in the background; (3) meanwhile runs the Triton GPU tests
 #   (GANFAST_TEST_GPU=1, so the kernels run on the GPU, not in the interpreter); (4) once the build
-#   is done, the CUDA-extension GPU tests; (5) `ganfast bench OP --device cuda` for the ops listed
-#   in GPU_BENCH_OPS. Every step has its own time limit; logs and bench rows land in $OUT (at most
+#   is done, the CUDA-extension GPU tests; (5) bench/overhead.py --device cuda (host time per call,
+#   OVERHEAD_BUDGET); (6) `ganfast bench OP --device cuda` for the ops listed in GPU_BENCH_OPS. Every step has its own time limit; logs and bench rows land in $OUT (at most
 #   8 files: the tool's limit), bench rows as results.tar.gz of bench/results/*.jsonl.
 # Usage there:  OUT=/some/dir bash tools/gpu_session.sh
 # (The two extensions build one after the other: `build_ext -j 2` makes both write the same
@@ -66,6 +66,15 @@ stamp "cuda GPU tests done: $(tail -n 2 "$OUT/tests_cuda.log" | head -n 1)"
 
 RES=/tmp/gpu-bench-results
 mkdir -p "$RES"
+# host time per call of every op and module on CUDA (bench/overhead.py: one synchronize per batch of
+# calls), beside the eager composite and torch.add: what decides GPU speed at GAN layer sizes
+if (( SECONDS - T0 + ${OVERHEAD_BUDGET:-240} <= ${GPU_DEADLINE:-100000} )); then
+  stamp "overhead bench"
+  timeout "${OVERHEAD_BUDGET:-240}" "$PY" bench/overhead.py --device cuda --repeats 3 --calls 200 \
+      --label "gpu_session" --out "$RES/overhead.jsonl" >>"$OUT/bench.log" 2>&1
+  echo "OVERHEAD EXIT $?" >>"$OUT/bench.log"
+  tar -czf "$OUT/results.tar.gz" -C "$RES" . 2>/dev/null
+fi
 for spec in ${GPU_BENCH_OPS:-conditional_batch_norm:bfloat16 power_iteration:bfloat16 spectral_norm:bfloat16 modulated_conv2d:bfloat16 upfirdn2d:bfloat16 adain_noise:bfloat16 bias_act:bfloat16}; do
   op="${spec%%:*}"; dt="${spec##*:}"
   if (( SECONDS - T0 + BENCH_BUDGET > ${GPU_DEADLINE:-100000} )); then stamp "deadline: bench $op skipped"; continue; fi
