@@ -28,6 +28,9 @@ from ganfast import _ext
 
 BACKENDS = ("reference", "cpu", "triton", "cuda")
 AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
+# The backends that are C++ extensions (ganfast._C, ganfast._C_cuda): where an op may compose its
+# passes in one extension call.
+EXTENSION_BACKENDS = ("cpu", "cuda")
 
 
 class BackendNotSupported(RuntimeError):
@@ -240,8 +243,8 @@ def _signature(tensors) -> tuple:
     return tuple((t.device.type, t.dtype) for t in tensors if t is not None)
 
 
-def _reasons(op: str, name: str, tensors: list, sig: Optional[tuple] = None) -> list[str]:
-    key = (op, name, _signature(tensors) if sig is None else sig)
+def _reasons(op: str, name: str, tensors: list, sig: tuple) -> list[str]:
+    key = (op, name, sig)   # sig: _signature(tensors)
     found = _verdicts.get(key)
     if found is None:
         found = _verdicts[key] = _BACKENDS[name].not_supported_reasons(op, tensors)

@@ -7,6 +7,7 @@
 #include <ATen/ExpandUtils.h>
 
 #include "common/checks.h"
+#include "common/this_extension.h"
 
 namespace ganfast {
 
@@ -94,38 +95,6 @@ CbnParams make_cbn_params(const at::Tensor& x, const c10::optional<at::Tensor>& 
 
 namespace {
 
-#ifdef GANFAST_WITH_CUDA
-at::Tensor channel_stats_pass(const at::Tensor& x) { return cbn_channel_stats_cuda(x); }
-at::Tensor forward_apply_pass(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
-                              const at::Tensor& gain, const at::Tensor& bias, bool relu) {
-  return cbn_forward_apply_cuda(x, mean, rstd, gain, bias, relu);
-}
-at::Tensor backward_sums_pass(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
-                              const at::Tensor& rstd, const at::Tensor& gain, const at::Tensor& bias, bool relu) {
-  return cbn_backward_sums_cuda(dy, x, mean, rstd, gain, bias, relu);
-}
-at::Tensor backward_dx_pass(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
-                            const at::Tensor& gain, const at::Tensor& bias, bool relu, const at::Tensor& c1,
-                            const at::Tensor& c2) {
-  return cbn_backward_dx_cuda(dy, x, mean, rstd, gain, bias, relu, c1, c2);
-}
-#else
-at::Tensor channel_stats_pass(const at::Tensor& x) { return cbn_channel_stats_cpu(x); }
-at::Tensor forward_apply_pass(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
-                              const at::Tensor& gain, const at::Tensor& bias, bool relu) {
-  return cbn_forward_apply_cpu(x, mean, rstd, gain, bias, relu);
-}
-at::Tensor backward_sums_pass(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
-                              const at::Tensor& rstd, const at::Tensor& gain, const at::Tensor& bias, bool relu) {
-  return cbn_backward_sums_cpu(dy, x, mean, rstd, gain, bias, relu);
-}
-at::Tensor backward_dx_pass(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
-                            const at::Tensor& gain, const at::Tensor& bias, bool relu, const at::Tensor& c1,
-                            const at::Tensor& c2) {
-  return cbn_backward_dx_cpu(dy, x, mean, rstd, gain, bias, relu, c1, c2);
-}
-#endif
-
 // gain or bias of a step as the passes take it: [N, C] as given (the passes check it), or [C], one
 // value per channel (torch BatchNorm's weight and bias), expanded over N here (a view: the kernels
 // read it with batch stride 0) rather than expanded and copied by the caller.
@@ -177,7 +146,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cbn_forward_step(const at::Tensor
               "more than 1 value per channel when training, got x of shape ", x.sizes());
   at::Tensor mean, var;
   if (training) {
-    const at::Tensor st = channel_stats_pass(x);  // [C, 2] (mean, M2)
+    const at::Tensor st = GANFAST_PASS(cbn_channel_stats)(x);  // [C, 2] (mean, M2)
     mean = st.select(1, 0).contiguous();
     var = st.select(1, 1).div(acc_scalar(count, acc));  // a new contiguous [C]: no copy of the column first
   } else {
@@ -188,7 +157,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cbn_forward_step(const at::Tensor
     var = running_var->to(acc, /*non_blocking=*/false, /*copy=*/true);
   }
   const at::Tensor rstd = at::rsqrt(var + acc_scalar(eps, acc));
-  at::Tensor y = forward_apply_pass(x, mean, rstd, g, b, relu);
+  at::Tensor y = GANFAST_PASS(cbn_forward_apply)(x, mean, rstd, g, b, relu);
   if (training) {  // torch BatchNorm's rule: r <- (1 - momentum) r + momentum * batch (unbiased var)
     at::NoGradGuard no_grad;
     if (running_mean.has_value()) running_mean->lerp_(mean.to(running_mean->scalar_type()), momentum);
@@ -209,7 +178,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cbn_backward_step(const at::Tenso
   const at::Tensor gn = per_sample(gain, x, acc, "gain"), bn = per_sample(bias, x, acc, "bias");
   const at::Tensor g = dy.contiguous();
   const at::Tensor rstd = at::rsqrt(var + acc_scalar(eps, acc));
-  const at::Tensor sums = backward_sums_pass(g, x, mean, rstd, gn, bn, relu);  // [N, C, 2]
+  const at::Tensor sums = GANFAST_PASS(cbn_backward_sums)(g, x, mean, rstd, gn, bn, relu);  // [N, C, 2]
   at::Tensor dbias = sums.select(2, 0).contiguous(), dgain = sums.select(2, 1).contiguous();
   at::Tensor c1, c2;
   if (training) {
@@ -221,7 +190,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cbn_backward_step(const at::Tenso
     c1 = at::zeros_like(mean);
     c2 = c1;
   }
-  at::Tensor dx = backward_dx_pass(g, x, mean, rstd, gn, bn, relu, c1, c2);
+  at::Tensor dx = GANFAST_PASS(cbn_backward_dx)(g, x, mean, rstd, gn, bn, relu, c1, c2);
   // [C] gain / bias: the per-sample gradients summed over N by at::sum_to, as autograd's backward
   // of expand does (bit for bit what a caller passing weight.expand(N, -1) gets)
   if (gain.dim() == 1) dgain = at::sum_to(dgain, gain.sizes());

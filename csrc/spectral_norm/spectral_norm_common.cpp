@@ -3,6 +3,7 @@
 #include "spectral_norm/spectral_norm.h"
 
 #include "common/checks.h"
+#include "common/this_extension.h"
 
 namespace ganfast {
 
@@ -92,26 +93,6 @@ SpectralNormParams make_matvec_gram_params(const at::Tensor& w, const at::Tensor
 // order, so the same values), then u and v written in place: one call from Python instead of a
 // dozen small ops per spectrally normalized layer and step.
 
-namespace {
-
-std::tuple<at::Tensor, c10::optional<at::Tensor>> gram_pass(const at::Tensor& w, const at::Tensor& v, bool gram) {
-#ifdef GANFAST_WITH_CUDA
-  return sn_matvec_gram_cuda(w, v, gram);
-#else
-  return sn_matvec_gram_cpu(w, v, gram);
-#endif
-}
-
-at::Tensor t_pass(const at::Tensor& w, const at::Tensor& u) {
-#ifdef GANFAST_WITH_CUDA
-  return sn_matvec_t_cuda(w, u);
-#else
-  return sn_matvec_t_cpu(w, u);
-#endif
-}
-
-}  // namespace
-
 at::Tensor sn_power_iteration(const at::Tensor& w, const at::Tensor& u, const at::Tensor& v, int64_t n_iters, double eps,
                               bool u_first) {
   TORCH_CHECK(n_iters >= 1, "ganfast: sn_power_iteration n_iters must be >= 1, got ", n_iters);
@@ -123,7 +104,7 @@ at::Tensor sn_power_iteration(const at::Tensor& w, const at::Tensor& u, const at
   if (u_first) {
     at::Tensor vk = v.contiguous();
     for (int64_t i = 0; i < n_iters; ++i) {
-      auto [t, s_opt] = gram_pass(w, vk, /*gram=*/true);
+      auto [t, s_opt] = GANFAST_PASS(sn_matvec_gram)(w, vk, /*gram=*/true);
       const at::Tensor tn = at::linalg_vector_norm(t, 2, {1}, /*keepdim=*/true).clamp_min(eps);
       un = t / tn;
       const at::Tensor s = *s_opt / tn;  // W^T u
@@ -133,11 +114,11 @@ at::Tensor sn_power_iteration(const at::Tensor& w, const at::Tensor& u, const at
     }
     vn = vk;
   } else {
-    at::Tensor s = t_pass(w, u.contiguous());  // W^T u
+    at::Tensor s = GANFAST_PASS(sn_matvec_t)(w, u.contiguous());  // W^T u
     at::Tensor tn;
     for (int64_t i = 0; i < n_iters; ++i) {
       vn = s / at::linalg_vector_norm(s, 2, {1}, /*keepdim=*/true).clamp_min(eps);
-      auto [t, s_opt] = gram_pass(w, vn, i + 1 < n_iters);
+      auto [t, s_opt] = GANFAST_PASS(sn_matvec_gram)(w, vn, i + 1 < n_iters);
       tn = at::linalg_vector_norm(t, 2, {1}, /*keepdim=*/true);
       un = t / tn.clamp_min(eps);
       if (s_opt.has_value()) s = *s_opt / tn.clamp_min(eps);

@@ -256,10 +256,6 @@ class _CbnStepFn(torch.autograd.Function):
         return dx if need[0] else None, dgain if need[1] else None, dbias if need[2] else None, None, None, None
 
 
-# Backends whose extension has the one-call forward and backward (cbn_forward_step / _backward_step).
-_STEP_BACKENDS = ("cpu", "cuda")
-
-
 # ---- public API ----
 
 def _check(x, gain, bias, running_mean, running_var, training, momentum, eps, act) -> None:
@@ -327,7 +323,7 @@ def conditional_batch_norm(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tens
     g, b = gain.to(acc).contiguous(), bias.to(acc).contiguous()
     relu = act == "relu"
     training, eps = bool(training), float(eps)
-    if process_group is None and name in _STEP_BACKENDS and is_eager(x, gain, bias):
+    if process_group is None and name in backends.EXTENSION_BACKENDS and is_eager(x, gain, bias):
         if torch.is_grad_enabled() and (x.requires_grad or gain.requires_grad or bias.requires_grad):
             return _CbnStepFn.apply(xk, g, b, running_mean, running_var, (training, float(momentum), eps, relu, name))
         # nothing to differentiate: one extension call, without autograd's bookkeeping
@@ -376,7 +372,7 @@ def batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, runnin
         stats_ok = (_count(x) >= 2 or running_var is None) if training else \
             (running_mean is not None and running_var is not None)
         # anything else (another dtype, a value the generic checks reject): the generic call below
-        if (name in _STEP_BACKENDS and weight.dtype == acc and bias.dtype == acc and stats_ok
+        if (name in backends.EXTENSION_BACKENDS and weight.dtype == acc and bias.dtype == acc and stats_ok
                 and isinstance(momentum, (int, float)) and 0 <= momentum <= 1 and eps > 0):
             args = (bool(training), float(momentum), float(eps), act == "relu", name)
             if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):

@@ -118,10 +118,6 @@ def _vectors(w_mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor, who: str) ->
     return 1 if u.ndim == 1 else u.shape[0]
 
 
-# Backends whose extension runs a whole single-direction power iteration in one call.
-_STEP_BACKENDS = ("cpu", "cuda")
-
-
 def power_iteration(w_mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor, n_iters: int = 1, eps: float = 1e-12,
                     u_first: bool = False, backend: Optional[str] = None) -> torch.Tensor:
     """Power iteration for the largest singular value(s) of W; updates u and v in place.
@@ -149,7 +145,7 @@ def power_iteration(w_mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor, n_ite
     w = w_mat.detach()
     w = w if w.is_contiguous() else w.contiguous()
     u2, v2 = u.view(k, -1), v.view(k, -1)
-    if k == 1 and name in _STEP_BACKENDS and is_eager(w, u, v):
+    if k == 1 and name in backends.EXTENSION_BACKENDS and is_eager(w, u, v):
         # one extension call: the same passes and vector ops as _iterate, u and v updated in place
         sigma = _ext.extension(name).sn_power_iteration(w, u2, v2, n_iters, float(eps), bool(u_first))
     elif is_eager(w, u, v):
