@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import ganfast
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -52,3 +54,12 @@ def test_broken_cpu_extension_still_installs_and_imports(tmp_path):
              "print('ok')\n") % str(tree)
     run = subprocess.run([sys.executable, "-c", probe], cwd=tree, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and "ok" in run.stdout, run.stdout + run.stderr
+
+
+def test_cpu_extension_loads_where_required():
+    """CI sets GANFAST_REQUIRE_CPU_EXT=1: there the tests that skip without the CPU extension (every
+    fused-CPU check) must not skip for that reason, so a failed build fails CI instead."""
+    if os.environ.get("GANFAST_REQUIRE_CPU_EXT", "0") != "1":
+        pytest.skip("GANFAST_REQUIRE_CPU_EXT is not set (CI sets it)")
+    why = ganfast._ext.unavailable_reason("cpu")
+    assert why is None, f"GANFAST_REQUIRE_CPU_EXT=1 but the CPU extension is unavailable: {why}"
