@@ -132,7 +132,7 @@ class SynthesisBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
                  use_fp16: bool, conv_clamp: Optional[float], resample_filter: Sequence[float], noise_mode: str,
-                 fused_modconv: bool = True, architecture: str = "skip", is_last: bool = True):
+                 fused_modconv: Optional[bool] = None, architecture: str = "skip", is_last: bool = True):
         super().__init__()
         self.in_channels, self.out_channels, self.resolution = in_channels, out_channels, resolution
         self.use_fp16, self.backend = use_fp16, None
@@ -177,7 +177,7 @@ class SynthesisNetwork(nn.Module):
     def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 32768,
                  channel_max: int = 512, num_fp16_res: int = 0, conv_clamp: Optional[float] = None,
                  resample_filter: Sequence[float] = (1, 3, 3, 1), noise_mode: str = "random",
-                 fused_modconv: bool = True, architecture: str = "skip"):
+                 fused_modconv: Optional[bool] = None, architecture: str = "skip"):
         super().__init__()
         log2 = _check_resolution("SynthesisNetwork", img_resolution)
         if architecture not in ("skip", "orig"):
@@ -236,13 +236,19 @@ class StyleBasedGenerator(nn.Module):
 
     def mix_styles(self, ws: torch.Tensor, c: Optional[torch.Tensor], prob: float) -> torch.Tensor:
         """Style mixing regularization: with probability prob, replace ws[:, cutoff:] by the ws of a
-        fresh z (one random cutoff in [1, num_ws) for the batch, as the StyleGAN2 codebases)."""
-        if prob <= 0 or torch.rand([]).item() >= prob:
+        fresh z (one random cutoff in [1, num_ws) for the batch, as the StyleGAN2 codebases).
+        The coin and the cutoff are drawn on ws's device and applied with torch.where, so the host
+        never reads them (no synchronization; a CUDA graph replays it with fresh draws); the
+        second z's ws are computed either way, as NVlabs does."""
+        if prob <= 0:
             return ws
-        cutoff = int(torch.randint(1, self.num_ws, ()).item())
+        num_ws = ws.shape[1]
+        cutoff = torch.randint(1, num_ws, (), device=ws.device)
+        cutoff = torch.where(torch.rand((), device=ws.device) < prob, cutoff, num_ws)
         z2 = torch.randn(ws.shape[0], self.z_dim, device=ws.device)
         ws2 = self.mapping(z2, c, update_w_avg=False)
-        return torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
+        keep = (torch.arange(num_ws, device=ws.device) < cutoff).view(1, num_ws, 1)       # [1, num_ws, 1]
+        return torch.where(keep, ws, ws2)
 
     def forward(self, z: torch.Tensor, c: Optional[torch.Tensor] = None, truncation_psi: float = 1.0,
                 truncation_cutoff: Optional[int] = None, noise_mode: Optional[str] = None,
@@ -261,7 +267,7 @@ class StyleGAN2Generator(StyleBasedGenerator):
                  img_channels: int = 3, channel_base: int = 32768, channel_max: int = 512, mapping_layers: int = 8,
                  mapping_lr_multiplier: float = 0.01, w_avg_beta: float = 0.995, num_fp16_res: int = 0,
                  conv_clamp: Optional[float] = None, style_mixing_prob: float = 0.0, noise_mode: str = "random",
-                 resample_filter: Sequence[float] = (1, 3, 3, 1), fused_modconv: bool = True,
+                 resample_filter: Sequence[float] = (1, 3, 3, 1), fused_modconv: Optional[bool] = None,
                  architecture: str = "skip"):
         synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channel_base, channel_max,
                                      num_fp16_res, conv_clamp, resample_filter, noise_mode, fused_modconv,
@@ -354,7 +360,7 @@ def build_stylegan2(resolution: int = 256, z_dim: int = 512, w_dim: int = 512, c
                     channel_base: int = 32768, channel_max: int = 512, mapping_layers: int = 8,
                     num_fp16_res: int = 0, conv_clamp: Optional[float] = None, style_mixing_prob: float = 0.9,
                     mbstd_group_size: int = 4, architecture: str = "resnet", noise_mode: str = "random",
-                    fused_modconv: bool = True, g_architecture: str = "skip"
+                    fused_modconv: Optional[bool] = None, g_architecture: str = "skip"
                     ) -> tuple[StyleGAN2Generator, StyleGAN2Discriminator]:
     """architecture: D's ('resnet' or 'orig'); g_architecture: G's ('skip' or 'orig')."""
     G = StyleGAN2Generator(z_dim, c_dim, w_dim, resolution, img_channels, channel_base, channel_max, mapping_layers,

@@ -26,14 +26,15 @@ class ModulatedConv2d(torch.nn.Module):
     (a buffer drawn at construction, needs `resolution`) or 'none'. Then bias, act with gain
     (lrelu: sqrt(2)) times forward's `gain`, and conv_clamp (times gain; None: no clamp).
     up=2 upsamples through resample_filter, down=2 downsamples, padding k // 2.
-    fused_modconv selects the reference's formulation (the fused backends compute both alike).
+    fused_modconv selects the reference's formulation (True: grouped, False: scaled, None: the
+    faster for the shape); the fused backends compute both alike.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, w_dim: int, demodulate: bool = True,
                  up: int = 1, down: int = 1, resolution: Optional[int] = None, use_noise: bool = True,
                  noise_mode: str = "random", act: str = "lrelu", conv_clamp: Optional[float] = None,
                  resample_filter: Sequence[float] = (1, 3, 3, 1), lr_multiplier: float = 1.0,
-                 fused_modconv: bool = True, backend: Optional[str] = None):
+                 fused_modconv: Optional[bool] = None, backend: Optional[str] = None):
         super().__init__()
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("kernel_size", kernel_size),
                         ("w_dim", w_dim), ("up", up), ("down", down)):
@@ -113,7 +114,7 @@ class ToRGB(ModulatedConv2d):
     """StyleGAN2's ToRGB: a 1x1 modulated convolution without demodulation, noise or activation."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int = 1,
-                 conv_clamp: Optional[float] = None, lr_multiplier: float = 1.0, fused_modconv: bool = True,
+                 conv_clamp: Optional[float] = None, lr_multiplier: float = 1.0, fused_modconv: Optional[bool] = None,
                  backend: Optional[str] = None):
         super().__init__(in_channels, out_channels, kernel_size, w_dim, demodulate=False, use_noise=False,
                          act="linear", conv_clamp=conv_clamp, lr_multiplier=lr_multiplier,

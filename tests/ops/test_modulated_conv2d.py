@@ -41,6 +41,36 @@ def test_grouped_and_scaled_formulations_agree(up, down, padding, demodulate, fl
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("cout, k, res, grouped", [(1, 1, 32, True), (3, 1, 8, True), (16, 3, 32, True),
+                                                    (64, 3, 32, False), (64, 3, 4, False), (3, 1, 2, False)])
+def test_automatic_formulation_picks_by_shape_and_computes_the_same(cout, k, res, grouped):
+    # fused_modconv=None (the modules' default) runs the faster formulation for the shape
+    # (reference.prefer_grouped, issue 28): its values and gradients are those of the chosen one.
+    from unittest import mock
+
+    from ganfast.ops.modulated_conv2d import reference as ref
+    assert ref.prefer_grouped((2, 4, res, res), (cout, 4, k, k)) == grouped
+    g = torch.Generator().manual_seed(cout + res)
+    x = torch.randn(2, 4, res, res, dtype=F64, generator=g, requires_grad=True)
+    w = torch.randn(cout, 4, k, k, dtype=F64, generator=g)
+    s = torch.randn(2, 4, dtype=F64, generator=g)
+    seen = []
+    real = ref.conv2d_resample_ref
+
+    def spy(x_, w_, *a, **kw):
+        seen.append(kw.get("groups", 1) if "groups" in kw else (a[4] if len(a) > 4 else 1))
+        return real(x_, w_, *a, **kw)
+
+    with mock.patch.object(ref, "conv2d_resample_ref", spy):
+        auto = modulated_conv2d(x, w, s, padding=k // 2, backend="reference")
+    assert seen == [2 if grouped else 1]
+    explicit = modulated_conv2d(x, w, s, padding=k // 2, fused_modconv=grouped, backend="reference")
+    torch.testing.assert_close(auto, explicit, rtol=0, atol=0)
+    dy = torch.randn(auto.shape, dtype=F64, generator=g)
+    torch.testing.assert_close(torch.autograd.grad(auto, x, dy)[0], torch.autograd.grad(explicit, x, dy)[0],
+                               rtol=0, atol=0)
+
+
 def test_fast_resampling_paths_equal_the_definition():
     # conv2d_resample runs up as a transposed convolution then the filter, and down as the filter
     # then a strided convolution (1/4 of the multiply-adds at 2x); both must equal the definition

@@ -201,3 +201,66 @@ def test_compiles_without_graph_breaks():
     expected = upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4, backend="reference").square().sum()
     torch.testing.assert_close(loss, expected)
     torch.testing.assert_close(dx, torch.autograd.grad(expected, x)[0])
+
+
+def upfirdn2d_v0(x, f, up, down, pad, flip_filter=False, gain=1.0):
+    """The reference as it was before issue 28 (kept here to show the faster one equal to it):
+    zero insertion by reshape and pad, then every channel as its own image, [N*C, 1, H, W],
+    through a single-channel convolution, then slicing."""
+    import torch.nn.functional as F
+    (upx, upy), (downx, downy), (px0, px1, py0, py1) = up, down, pad
+    if f is None:
+        f = torch.ones(1, 1, dtype=x.dtype)
+    n, c, h, w = x.shape
+    x = F.pad(x.reshape(n, c, h, 1, w, 1), [0, upx - 1, 0, 0, 0, upy - 1]).reshape(n, c, h * upy, w * upx)
+    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
+    x = x[:, :, max(-py0, 0):x.shape[2] - max(-py1, 0), max(-px0, 0):x.shape[3] - max(-px1, 0)]
+    if f.numel() == 1:
+        return (x * (f.reshape([]) ** (3 - f.ndim) * gain))[:, :, ::downy, ::downx]
+    f = f.to(x.dtype)
+    if not flip_filter:
+        f = f.flip(list(range(f.ndim)))
+    f = f * (gain ** (f.ndim / 2))
+    xr = x.reshape(n * c, 1, x.shape[2], x.shape[3])
+    if f.ndim == 2:
+        xr = F.conv2d(xr, f[None, None])
+    else:
+        xr = F.conv2d(F.conv2d(xr, f[None, None, None, :]), f[None, None, :, None])
+    return xr.reshape(n, c, xr.shape[2], xr.shape[3])[:, :, ::downy, ::downx]
+
+
+def test_the_fast_reference_equals_the_old_formulation():
+    # Issue 28: depthwise (transposed) convolutions instead of single-channel ones. Values, first
+    # and second derivatives (in x and f) equal the old formulation's on random configurations.
+    gen = torch.Generator().manual_seed(28)
+    checked = 0
+    for trial in range(150):
+        h, w = torch.randint(1, 9, (2,), generator=gen).tolist()
+        up = torch.randint(1, 4, (2,), generator=gen).tolist()
+        down = torch.randint(1, 4, (2,), generator=gen).tolist()
+        pad = torch.randint(-3, 5, (4,), generator=gen).tolist()
+        if trial % 4 == 0:                                  # the symmetric paddings the models use
+            pad = [pad[0], pad[0], pad[2], pad[2]]
+        kind = trial % 5
+        fshape = None if kind == 4 else [1] if kind == 3 else torch.randint(1, 6, (1 if kind % 2 else 2,), generator=gen).tolist()
+        f = None if fshape is None else torch.randn(fshape, generator=gen, dtype=torch.float64, requires_grad=True)
+        if min(output_size(h, w, f, up, down, pad)) < 1:
+            continue
+        flip, gain = trial % 3 == 0, float(torch.rand((), generator=gen) * 3)
+        x = torch.randn(2, 1 + trial % 4, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
+        outs = [fn(x, f, up, down, pad, flip, gain) for fn in (
+            lambda *a: upfirdn2d(*a[:2], up=a[2], down=a[3], padding=a[4], flip_filter=a[5], gain=a[6], backend="reference"),
+            upfirdn2d_v0)]
+        torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
+        wrt = [x] if f is None else [x, f]
+        dy = torch.randn(outs[0].shape, generator=gen, dtype=torch.float64, requires_grad=True)
+        grads = [torch.autograd.grad(y, wrt, dy, create_graph=True) for y in outs]
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        # the backward's own derivatives (what R1's double backward runs): in dy, x and f
+        second = [torch.autograd.grad(sum((g * g).sum() for g in gs), [dy] + wrt, allow_unused=True,
+                                      materialize_grads=True) for gs in grads]
+        for a, b in zip(*second):
+            torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+        checked += 1
+    assert checked > 80

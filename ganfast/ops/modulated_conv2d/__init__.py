@@ -395,7 +395,8 @@ def _shape(t) -> str:
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
                      noise: Optional[torch.Tensor] = None, up: int = 1, down: int = 1, padding: IntPair = 0,
                      resample_filter: Optional[torch.Tensor] = None, demodulate: bool = True,
-                     flip_weight: bool = True, fused_modconv: bool = True, bias: Optional[torch.Tensor] = None,
+                     flip_weight: bool = True, fused_modconv: Optional[bool] = None,
+                     bias: Optional[torch.Tensor] = None,
                      act: str = "linear", alpha: Optional[float] = None, gain: float = 1.0,
                      clamp: Optional[float] = None, fp16_safeguard: Optional[bool] = None,
                      backend: Optional[str] = None) -> torch.Tensor:
@@ -408,8 +409,9 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         padding: int, [x, y] or [x0, x1, y0, y1], relative to the upsampled image.
         demodulate: divide each (sample, output channel) by the norm of its modulated weights.
         flip_weight: True = correlation (torch's conv2d), False = true convolution.
-        fused_modconv: the reference's formulation (grouped conv: True, scale-conv-scale: False);
-            the same math, so the fused backends ignore it.
+        fused_modconv: the reference's formulation (grouped conv: True, scale-conv-scale: False,
+            None: the faster for the shape, see reference.prefer_grouped); the same math, so the
+            fused backends ignore it.
         bias, act, alpha, gain, clamp: the epilogue, as bias_act (gain default 1; clamp None: none).
         fp16_safeguard: pre-normalize weight and styles (StyleGAN2's fp16 recipe); None: when x is
             fp16 and demodulate.

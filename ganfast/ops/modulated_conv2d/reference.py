@@ -10,7 +10,8 @@ with the ("valid") kernel, then filters and downsamples; `padding` is with respe
 upsampled image, as in the StyleGAN2 codebases. Two formulations compute the same thing:
   grouped (fused_modconv=True):  per-sample weights [N, Cout, Cin, kh, kw], one grouped conv
   scaled  (fused_modconv=False): x * styles, one shared conv, then * dcoef
-The fast paths are held to both. Never imports Triton or the extensions.
+fused_modconv=None picks the faster of the two for the shape (prefer_grouped). The fast paths
+are held to both. Never imports Triton or the extensions.
 """
 from __future__ import annotations
 
@@ -99,19 +100,33 @@ def demod_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tens
     return (styles.square() @ wsq.t() + 1e-8).rsqrt()      # [N, Cout]
 
 
+def prefer_grouped(x_shape, weight_shape) -> bool:
+    """Whether the grouped formulation is the faster plain-PyTorch one for x [N, Cin, H, W] and
+    weight [Cout, Cin, kh, kw] (fused_modconv=None). Measured on oneDNN (bench/
+    reference_formulations.py, forward, backward and double backward): the grouped convolution
+    wins when the per-sample weights are small beside the image, 4 * Cout * kh * kw <= H * W
+    (ToRGB's 1x1 convolutions to 1-3 channels: 2-4x), and loses by 2-15x otherwise (every 3x3
+    layer of a StyleGAN2 at 64+ channels), where scaling x and y costs less than building N
+    weight copies. NVIDIA's code picks the scaled one whenever it trains, so this is never slower."""
+    cout, _, kh, kw = weight_shape
+    return 4 * cout * kh * kw <= x_shape[2] * x_shape[3]
+
+
 def modulated_conv2d_ref(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
                          noise: Optional[torch.Tensor] = None, up: int = 1, down: int = 1, padding: IntPair = 0,
                          resample_filter: Optional[torch.Tensor] = None, demodulate: bool = True,
-                         flip_weight: bool = True, fused_modconv: bool = True, bias: Optional[torch.Tensor] = None,
-                         act: str = "linear", alpha: float = 0.0, gain: float = 1.0, clamp: float = -1.0,
+                         flip_weight: bool = True, fused_modconv: Optional[bool] = None,
+                         bias: Optional[torch.Tensor] = None, act: str = "linear", alpha: float = 0.0, gain: float = 1.0, clamp: float = -1.0,
                          fp16_safeguard: bool = False) -> torch.Tensor:
     """Reference modulated_conv2d with resolved arguments (see the module docstring).
 
     x [N, Cin, H, W]; weight [Cout, Cin, kh, kw]; styles [N, Cin]; noise broadcastable to the
     output [N, Cout, H', W'] or None; bias [Cout] or None; clamp < 0: none. fused_modconv picks the
-    formulation (grouped: True, scaled: False).
+    formulation (grouped: True, scaled: False, None: prefer_grouped).
     """
     n, cin = x.shape[:2]
+    if fused_modconv is None:
+        fused_modconv = prefer_grouped(x.shape, weight.shape)
     cout = weight.shape[0]
     weight = weight.to(x.dtype)
     styles = styles.to(x.dtype)

@@ -124,38 +124,68 @@ def resolve_args(x: torch.Tensor, f: Optional[torch.Tensor], up: IntPair, down: 
     return upx, upy, downx, downy, px0, px1, py0, py1, out_h, out_w
 
 
+def _pad_crop(x: torch.Tensor, px0: int, px1: int, py0: int, py1: int) -> torch.Tensor:
+    """Pad with zeros, then crop (negative padding). Padding first keeps a crop wider than the
+    image well defined: it cuts into the zeros padded on the other side."""
+    if px0 > 0 or px1 > 0 or py0 > 0 or py1 > 0:
+        x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
+    if px0 < 0 or px1 < 0 or py0 < 0 or py1 < 0:
+        x = x[:, :, max(-py0, 0):x.shape[2] - max(-py1, 0), max(-px0, 0):x.shape[3] - max(-px1, 0)]
+    return x
+
+
+def _depthwise(k: torch.Tensor, c: int, axis: Optional[str]) -> torch.Tensor:
+    """The [C, 1, kh, kw] weight of a depthwise (groups = C) convolution with kernel k for every
+    channel: k [kh, kw] (axis None), or a [taps] kernel along 'x' or 'y'. Contiguous, because
+    oneDNN's depthwise kernels want a dense weight (an expanded one costs ~5x)."""
+    shape = {None: k.shape, "x": (1, k.shape[0]), "y": (k.shape[0], 1)}[axis]
+    return k.reshape(1, 1, *shape).repeat(c, 1, 1, 1)
+
+
 def upfirdn2d_ref(x: torch.Tensor, f: Optional[torch.Tensor], up: IntPair = 1, down: IntPair = 1,
                   padding: IntPair = 0, flip_filter: bool = False, gain: float = 1) -> torch.Tensor:
-    """Reference upfirdn2d (see the module docstring). x: [N, C, H, W]; returns [N, C, out_h, out_w]."""
+    """Reference upfirdn2d (see the module docstring). x: [N, C, H, W]; returns [N, C, out_h, out_w].
+
+    Written the way plain PyTorch runs it fastest (bench/reference_formulations.py): the filter
+    is a depthwise convolution (groups = C), separable filters as two 1-D ones; decimation is the
+    convolution's stride; upsampling is a depthwise transposed convolution with stride up, which
+    is the full convolution of the zero-inserted image without its zeros. The definition above,
+    step by step (tests/ops/test_upfirdn2d.py::upfirdn2d_by_definition), computes the same to
+    float64 rounding.
+    """
     upx, upy, downx, downy, px0, px1, py0, py1, _, _ = resolve_args(x, f, up, down, padding)
-    if f is None:
-        f = torch.ones(1, 1, dtype=x.dtype, device=x.device)
-    n, c, h, w = x.shape
-    # 1. zero insertion: each pixel followed by up - 1 zeros, per axis
-    x = x.reshape(n, c, h, 1, w, 1)
-    x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
-    x = x.reshape(n, c, h * upy, w * upx)
-    # 2. pad, then crop (negative padding); padding first keeps a crop wider than the image
-    #    well defined: it cuts into the zeros padded on the other side
-    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
-    x = x[:, :, max(-py0, 0):x.shape[2] - max(-py1, 0), max(-px0, 0):x.shape[3] - max(-px1, 0)]
-    # 3. filter: conv2d correlates, so flip for a true convolution (a 1x1 filter is a scale)
-    if f.numel() == 1:
-        x = x * (f.reshape([]).to(x.dtype) ** (3 - f.ndim) * gain)  # separable: the tap on both axes
+    c = x.shape[1]
+    if f is None or f.numel() == 1:
+        if upx > 1 or upy > 1:            # zero insertion: each pixel followed by up - 1 zeros
+            n, _, h, w = x.shape
+            x = F.pad(x.reshape(n, c, h, 1, w, 1), [0, upx - 1, 0, 0, 0, upy - 1]).reshape(n, c, h * upy, w * upx)
+        x = _pad_crop(x, px0, px1, py0, py1)
+        scale = gain if f is None else f.reshape([]).to(x.dtype) ** (3 - f.ndim) * gain  # separable: both axes
+        return (x * scale)[:, :, ::downy, ::downx]
+    f = f.to(x.dtype) * (gain ** (f.ndim / 2))
+    fh, fw = f.shape[0], f.shape[-1]
+    if upx > 1 or upy > 1:
+        # conv_transpose2d(x, k, stride=up)[m] = sum_i x[i] k[m - up*i]: the true convolution of
+        # the zero-inserted image with k, in full (length (in - 1) * up + taps). Taking k = f
+        # (f flipped when flip_filter) and shifting by taps - 1 gives steps 1-3.
+        k = f.flip(list(range(f.ndim))) if flip_filter else f
+        if f.ndim == 1:
+            x = F.conv_transpose2d(x, _depthwise(k, c, "x"), stride=(1, upx), groups=c)
+            x = F.conv_transpose2d(x, _depthwise(k, c, "y"), stride=(upy, 1), groups=c)
+        else:
+            x = F.conv_transpose2d(x, _depthwise(k, c, None), stride=(upy, upx), groups=c)
+        x = _pad_crop(x, px0 - fw + 1, px1 + upx - fw, py0 - fh + 1, py1 + upy - fh)
         return x[:, :, ::downy, ::downx]
-    f = f.to(x.dtype)
-    if not flip_filter:
-        f = f.flip(list(range(f.ndim)))
-    f = f * (gain ** (f.ndim / 2))
-    xr = x.reshape(n * c, 1, x.shape[2], x.shape[3])
-    if f.ndim == 2:
-        xr = F.conv2d(xr, f[None, None])
-    else:
-        xr = F.conv2d(xr, f[None, None, None, :])   # along x
-        xr = F.conv2d(xr, f[None, None, :, None])   # along y
-    x = xr.reshape(n, c, xr.shape[2], xr.shape[3])
-    # 4. keep every down-th pixel
-    return x[:, :, ::downy, ::downx]
+    # conv2d correlates, so flip for a true convolution; symmetric padding goes to the convolution
+    k = f if flip_filter else f.flip(list(range(f.ndim)))
+    symmetric = px0 == px1 >= 0 and py0 == py1 >= 0
+    if not symmetric:
+        x = _pad_crop(x, px0, px1, py0, py1)
+    pad_y, pad_x = (py0, px0) if symmetric else (0, 0)
+    if f.ndim == 1:
+        x = F.conv2d(x, _depthwise(k, c, "x"), stride=(1, downx), padding=(0, pad_x), groups=c)
+        return F.conv2d(x, _depthwise(k, c, "y"), stride=(downy, 1), padding=(pad_y, 0), groups=c)
+    return F.conv2d(x, _depthwise(k, c, None), stride=(downy, downx), padding=(pad_y, pad_x), groups=c)
 
 
 def run(x: torch.Tensor, f: torch.Tensor, upx: int, upy: int, downx: int, downy: int,
