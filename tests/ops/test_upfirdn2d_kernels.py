@@ -1,4 +1,4 @@
-"""upfirdn2d's CPU kernel (ganfast.ops.upfirdn2d.cpu.run, csrc/upfirdn2d/) against the float64
+"""upfirdn2d's CPU kernel (ganfast.ops.upfirdn2d.cpu.kernel, csrc/upfirdn2d/) against the float64
 reference on the same (rounded) inputs, under the accuracy rule (ganfast/testing/accuracy.py), with
 NaN-poisoned outputs so an unwritten element fails; and its argument checks.
 
@@ -8,6 +8,7 @@ tests/ops/test_upfirdn2d_gpu.py runs the same cases on the CUDA kernel.
 """
 from __future__ import annotations
 
+import importlib
 import random
 from typing import Callable, Sequence
 
@@ -116,7 +117,7 @@ def random_config(rng: random.Random) -> dict:
 
 
 def cpu_run() -> Callable:
-    """ganfast.ops.upfirdn2d.cpu.run, or a skip (no CPU extension) / failure (built without upfirdn2d)."""
+    """ganfast.ops.upfirdn2d.cpu.kernel (the C++ kernel alone, without the chooser), or a skip (no CPU extension) / failure (built without upfirdn2d)."""
     why = ganfast._ext.unavailable_reason("cpu")
     if why:
         pytest.skip(f"CPU extension unavailable: {why}")
@@ -124,7 +125,38 @@ def cpu_run() -> Callable:
         pytest.fail("the built CPU extension has no upfirdn2d kernel (built before it existed): rebuild it "
                     "(pip install -e . or python setup.py build_ext --inplace)")
     from ganfast.ops.upfirdn2d import cpu
-    return cpu.run
+    return cpu.kernel
+
+
+@pytest.mark.parametrize("shape, up, down, onednn", [
+    ((32, 64, 16, 16), (1, 1), (1, 1), True), ((4, 512, 32, 32), (1, 1), (2, 2), True),
+    ((4, 3, 8, 8), (2, 2), (1, 1), False), ((2, 4, 64, 64), (1, 1), (2, 2), False),
+    ((32, 1024, 16, 16), (1, 1), (2, 2), False)], ids=str)
+def test_cpu_backend_chooser_takes_the_faster_path_and_computes_the_same(shape, up, down, onednn):
+    # The cpu backend's run picks oneDNN's depthwise convolution (the reference formulation) for
+    # small planes without upsampling, the C++ kernel elsewhere (issue 28); either is the contract.
+    from unittest import mock
+
+    from ganfast.ops.upfirdn2d import cpu, reference
+    cpu_run()
+    assert cpu.prefers_onednn(torch.empty(shape), *up) == onednn
+    x = torch.randn(shape)
+    f = setup_filter([1, 3, 3, 1])
+    args = (*up, *down, 1, 2, 2, 1, False, 2.0)
+    with mock.patch.object(reference, "run", wraps=reference.run) as ref_run:
+        got = cpu.run(x, f, *args)
+    assert ref_run.called == onednn
+    assert got.is_contiguous()
+    # the public op on backend 'cpu' makes the same choice for the whole call (forward and the
+    # autograd backward: oneDNN's convolution gradient also beats the kernel's up2 there)
+    op = importlib.import_module("ganfast.ops.upfirdn2d")   # (the package: ganfast.ops.upfirdn2d is the function)
+    xg = x.clone().requires_grad_()
+    with mock.patch.object(op, "upfirdn2d_ref", wraps=op.upfirdn2d_ref) as ref_call:
+        y = op.upfirdn2d(xg, f, up=list(up), down=list(down), padding=[1, 2, 2, 1], gain=2.0, backend="cpu")
+    assert ref_call.called == onednn
+    torch.testing.assert_close(y, got)
+    torch.testing.assert_close(got.double(), upfirdn2d_ref(x.double(), f.double(), list(up), list(down), [1, 2, 2, 1],
+                                                           False, 2.0), rtol=1e-5, atol=1e-5)
 
 
 CASE_BY_NAME = {c[0]: c for c in CASES}

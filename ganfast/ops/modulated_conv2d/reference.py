@@ -68,7 +68,10 @@ def conv2d_resample_ref(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tens
                          flip_filter=flip_filter)
     if down > 1 and up == 1:
         # The filter first, then a strided convolution: 1/down^2 of the multiply-adds of
-        # convolving at full resolution and discarding.
+        # convolving at full resolution and discarding. A 1x1 kernel commutes with decimation,
+        # so the filter itself decimates (1/down^2 of its work too; the discriminator's skips).
+        if kh == 1 and kw == 1:
+            return F.conv2d(upfirdn2d(x, f, down=down, padding=pad, flip_filter=flip_filter), w, groups=groups)
         x = upfirdn2d(x, f, padding=pad, flip_filter=flip_filter)
         return F.conv2d(x, w, stride=down, groups=groups)
     return _conv2d_resample_direct(x, w, f, up, down, pad, groups, flip_filter, upfirdn2d)

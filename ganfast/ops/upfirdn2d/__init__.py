@@ -15,6 +15,7 @@ import torch
 
 from ganfast import backends
 from ganfast.ops._layout import is_eager
+from ganfast.ops.upfirdn2d.cpu import prefers_onednn as _cpu_prefers_onednn
 from ganfast.ops.upfirdn2d.reference import (IntPair, filter_size, output_size, parse_padding, parse_scaling,
                                              resolve_args, setup_filter, upfirdn2d_ref)
 
@@ -152,7 +153,9 @@ def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: IntPair = 1, down:
             f"ganfast.ops.upfirdn2d: backend '{requested}' takes the filter as a constant; "
             "a gradient with respect to f needs backend='reference' (or f.requires_grad_(False))")
     name = "reference" if requested == "reference" or f_grad else backends.select(OP, (x,), requested)
-    if name == "reference":
+    if name == "reference" or (name == "cpu" and _cpu_prefers_onednn(x, upx, upy)):
+        # (cpu: oneDNN's depthwise convolution and its autograd backward beat the C++ kernel on
+        # small planes without upsampling; see cpu.prefers_onednn)
         return upfirdn2d_ref(x, f, (upx, upy), (downx, downy), (px0, px1, py0, py1), flip_filter, gain)
     args = (x, kernel_filter(f, x), upx, upy, downx, downy, px0, px1, py0, py1, bool(flip_filter), float(gain), name)
     if is_eager(x):
