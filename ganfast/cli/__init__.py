@@ -177,6 +177,8 @@ def _add_train(sub) -> None:
     p.add_argument("--amp", choices=AMP_MODES, default="none", help="mixed precision (default none)")
     p.add_argument("--compile", action="store_true", help="torch.compile G and D for the main (not the "
                    "regularization) phases")
+    p.add_argument("--cuda-graphs", action="store_true", help="capture each training phase in a CUDA graph after "
+                   "a few warm-up steps and replay it (CUDA only; one process; amp none or bf16)")
     p.add_argument("--xflip", action="store_true", help="add mirrored images to the dataset")
     p.add_argument("--workers", type=_int_at_least(0), default=0, help="data loader processes (image folders / zips)")
     p.add_argument("--loss", choices=TRAINING_LOSSES, default=None, help="override the family's loss")
@@ -229,7 +231,8 @@ def _train(args) -> int:
         overrides.setdefault("d_lr", None)
     options = RunOptions(preset=args.preset, data=args.data, out=args.out, kimg=args.kimg, batch=args.batch,
                          batch_gpu=args.batch_gpu, snap_kimg=args.snap, tick_kimg=args.tick, resume=args.resume,
-                         seed=args.seed, device=args.device, amp=args.amp, compile=args.compile, xflip=args.xflip,
+                         seed=args.seed, device=args.device, amp=args.amp, compile=args.compile,
+                         cuda_graphs=args.cuda_graphs, xflip=args.xflip,
                          workers=args.workers, metrics=_metric_names(args.metrics, args.parser),
                          metrics_images=args.metrics_images, inception_weights=args.inception_weights,
                          model_overrides=args.model, training_overrides=overrides, progress=args.progress,

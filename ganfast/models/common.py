@@ -42,9 +42,13 @@ def labels_to_onehot(name: str, c: Optional[torch.Tensor], c_dim: int, n: int, d
     if not c.is_floating_point():
         if c.shape != (n,):
             raise ValueError(f"{name}: integer labels c must be [{n}], got {list(c.shape)}")
-        if c.numel() and (int(c.min()) < 0 or int(c.max()) >= c_dim):
-            raise ValueError(f"{name}: labels c must lie in [0, {c_dim}), got [{int(c.min())}, {int(c.max())}]")
-        return nn.functional.one_hot(c.long(), c_dim).to(dtype)
+        # one_hot checks the range itself where that is free (CPU tensors; on CUDA a device-side
+        # assert), so no host read of the labels here: a synchronization in every G and D call
+        try:
+            onehot = nn.functional.one_hot(c.long(), c_dim)
+        except RuntimeError as e:
+            raise ValueError(f"{name}: labels c must lie in [0, {c_dim}), got [{int(c.min())}, {int(c.max())}]") from e
+        return onehot.to(dtype)
     if c.shape != (n, c_dim):
         raise ValueError(f"{name}: float labels c must be [{n}, {c_dim}], got {list(c.shape)}")
     return c.to(dtype)

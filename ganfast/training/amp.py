@@ -30,11 +30,12 @@ def check_amp(amp: str) -> str:
     return amp
 
 
-def autocast(amp: str, device: torch.device):
-    """The autocast context for `amp` on `device` (a null context for amp='none')."""
+def autocast(amp: str, device: torch.device, cache_enabled: bool = True):
+    """The autocast context for `amp` on `device` (a null context for amp='none'). cache_enabled
+    False inside a CUDA graph capture (the cast weights must be recomputed at every replay)."""
     if check_amp(amp) == "none":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=_DTYPES[amp])
+    return torch.autocast(device_type=torch.device(device).type, dtype=_DTYPES[amp], cache_enabled=cache_enabled)
 
 
 def make_grad_scaler(amp: str, device: torch.device) -> Optional[torch.amp.GradScaler]:

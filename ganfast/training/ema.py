@@ -22,7 +22,7 @@ ulp(p) / (2 (1 - beta)) short of a frozen source (~1e-5 relative at beta = 0.998
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -114,18 +114,32 @@ class EMA:
             raise ValueError("EMA.update: batch_size is required (none was given to EMA(...) either)")
         return batch_size
 
-    @torch.no_grad()
     def update(self, cur_nimg: int, batch_size: Optional[int] = None) -> float:
         """Move the average towards the source model's current weights; returns the beta used."""
         beta = self.beta(cur_nimg, batch_size)
+        self.apply(beta)
+        return beta
+
+    @torch.no_grad()
+    def apply(self, beta: Union[float, torch.Tensor]) -> None:
+        """One update with a given beta: a float, or a 0-dim tensor on the average's device (what
+        a CUDA graph replays: the trainer fills it before each replay; the host never reads it)."""
+        cast: dict = {}
+
+        def weight(t):
+            if not isinstance(beta, torch.Tensor):
+                return beta
+            if t.dtype not in cast:          # lerp takes a tensor weight in the input's dtype
+                cast[t.dtype] = beta.to(t.dtype)
+            return cast[t.dtype]
+
         for name, p_ema, p in _paired(self.module.named_parameters(), self.source.named_parameters(), "parameter"):
-            p_ema.copy_(p.detach().to(p_ema).lerp(p_ema, beta))
+            p_ema.copy_(p.detach().to(p_ema).lerp(p_ema, weight(p_ema)))
         for name, b_ema, b in _paired(self.module.named_buffers(), self.source.named_buffers(), "buffer"):
             if self.average_buffers and b_ema.is_floating_point():
-                b_ema.copy_(b.to(b_ema).lerp(b_ema, beta))
+                b_ema.copy_(b.to(b_ema).lerp(b_ema, weight(b_ema)))
             else:
                 b_ema.copy_(b)
-        return beta
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The averaged module's state dict (what a checkpoint stores; hyperparameters come from

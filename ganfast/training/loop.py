@@ -13,15 +13,32 @@ One training step (what `Trainer.step` does, and what `step` counts):
 Every phase is a separate optimizer step over `batch` images (all processes together), computed as
 `batch_gpu`-sized micro-batches whose gradients accumulate. Gradients are then averaged over the
 processes in one flat all-reduce (see ganfast.training.distributed), optionally cleaned with
-nan_to_num, and checked: a phase whose loss or gradients are not finite is skipped and logged;
-`max_bad_steps` such steps in a row stop the run with NonFiniteError after writing a checkpoint of
-the last good state. cur_nimg counts the real images D has seen.
+nan_to_num, and checked: a phase whose loss or gradients are not finite is skipped and counted;
+`max_bad_steps` such phases in a row stop the run with NonFiniteError after writing a checkpoint
+of the last good state. cur_nimg counts the real images D has seen.
 
-Determinism: latents and fake labels come from the trainer's own generator, drawn for the whole
-global batch and sliced per process; reals come from ganfast.data's InfiniteSampler at a recorded
-position; both are checkpointed with the global RNG states, so a resumed single-process run
-continues with exactly the losses of an uninterrupted one. With several processes each rank's
-global RNG (model noise inputs, penalty sampling) is seeded from (seed, rank, step).
+No host synchronization in a step. The host decides only what it knows without looking at tensor
+values (which phases run: the lazy schedule is static), and nothing in a phase reads a value back:
+  - the non-finite check is a device-side flag that makes the optimizer step a no-op on the device
+    (ganfast.training.optim), like torch.amp.GradScaler's found-inf; the counters of bad phases and
+    the halt after `max_bad_steps` in a row are device tensors too: from the step that reaches the
+    limit on, no phase changes the weights or the optimizer state;
+  - `step()` returns a StepStats, whose values stay on the device until read (reading one reads
+    all, one synchronization); `read_stats()` returns the averages since its last call in one
+    read, which is what `ganfast train` does once per tick. NonFiniteError is raised at such a read
+    (or at train()'s snapshots and end), the first one after the halt;
+  - inputs are copied into static buffers and latents drawn by a generator on the device.
+So a phase can be captured once in a CUDA graph and replayed (cuda_graphs=True; ganfast.training.
+graphs), and without graphs the host runs ahead of the GPU. amp='fp16' is the exception: the
+GradScaler's bookkeeping here reads the scale on the host. tests/training/test_no_host_sync.py
+proves it for the StyleGAN2 and BigGAN recipes with every synchronizing entry point made to raise.
+
+Determinism: latents and fake labels come from the trainer's own generator (on the trainer's
+device), drawn for the whole global batch and sliced per process; reals come from ganfast.data's
+InfiniteSampler at a recorded position; both are checkpointed with the global RNG states, so a
+resumed single-process run continues with exactly the losses of an uninterrupted one. With several
+processes each rank's global RNG (model noise inputs, penalty sampling) is seeded from (seed, rank,
+step).
 """
 from __future__ import annotations
 
@@ -43,11 +60,13 @@ from ganfast.training.checkpoint import load_checkpoint, resolve_resume, save_ch
 from ganfast.training.distributed import (DistributedContext, all_reduce_mean_, broadcast_module_,
                                           use_cross_replica_batch_norm)
 from ganfast.training.ema import EMA, unwrap_model
+from ganfast.training.graphs import PhaseRunner, StaticInputs
+from ganfast.training.optim import make_optimizer, step_unless
 from ganfast.training.regularizers import (LazySchedule, PathLengthRegularizer, dragan_penalty, gradient_penalty,
                                            lazy_optimizer_args, orthogonal_regularization, r1_penalty)
 from ganfast.training.tricks import ExperienceReplay
 
-__all__ = ["TrainingConfig", "Trainer", "NonFiniteError", "TRAINING_LOSSES"]
+__all__ = ["TrainingConfig", "Trainer", "StepStats", "NonFiniteError", "TRAINING_LOSSES"]
 
 # The losses of the seeds' table. wgan-gp and dragan are a base loss plus a gradient penalty.
 TRAINING_LOSSES = ("minimax", "nonsaturating", "wgan", "wgan-gp", "lsgan", "dragan", "hinge", "began")
@@ -80,6 +99,9 @@ class TrainingConfig:
     gradients by 0 / +-1e5 instead of skipping the step (NVIDIA's fp16 recipe).
     compile: torch.compile G and D for the main phases (the regularization phases differentiate
     twice, which torch.compile cannot, and run eagerly through the fused ops' double backward).
+    cuda_graphs: capture each phase in a CUDA graph after a few eager warm-up calls and replay it
+    (ganfast.training.graphs); needs a CUDA device, one process, amp 'none' or 'bf16', and none of
+    compile, loss 'began', experience replay.
     """
     loss: str = "nonsaturating"
     batch: int = 32
@@ -112,6 +134,7 @@ class TrainingConfig:
     nan_to_num: bool = False
     max_bad_steps: int = 10
     compile: bool = False
+    cuda_graphs: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -163,6 +186,19 @@ class TrainingConfig:
             bad("began_gamma", "in (0, 1]")
         if self.label_smoothing and self.base_loss not in ("minimax", "nonsaturating"):
             bad("label_smoothing", f"0 for loss {self.loss!r} (it smooths the sigmoid losses' real label)")
+        if not isinstance(self.cuda_graphs, bool):
+            bad("cuda_graphs", "True or False")
+        if self.cuda_graphs:
+            # what a captured phase cannot do: host-side bookkeeping on tensor values, or a second
+            # graph machinery around the same modules
+            why = ("compile=True (torch.compile has its own CUDA graphs: mode='reduce-overhead')" if self.compile
+                   else "amp='fp16' (the GradScaler's bookkeeping reads the scale on the host; use 'bf16')"
+                   if self.amp == "fp16"
+                   else "loss 'began' (its k is updated on the host every step)" if self.loss == "began"
+                   else "experience replay (its buffer bookkeeping is on the host)" if self.replay_fraction > 0
+                   else None)
+            if why:
+                raise ValueError(f"TrainingConfig: cuda_graphs=True cannot be combined with {why}")
 
     @property
     def base_loss(self) -> str:
@@ -196,24 +232,122 @@ class TrainingConfig:
 
 
 class _Progress:
-    """The trainer's counters, as a checkpointable object."""
+    """The trainer's counters, as a checkpointable object. The counts of non-finite phases live on
+    the device, where a phase is found bad; reading them (bad_in_a_row, bad_total, state_dict) is
+    a host synchronization, so the step itself never does."""
 
-    def __init__(self):
+    _KEYS = ("step", "d_steps", "cur_nimg", "data_position", "bad_in_a_row", "bad_total")
+
+    def __init__(self, device: torch.device):
         self.step = 0            # completed training steps (G steps)
         self.d_steps = 0         # completed D main phases
         self.cur_nimg = 0        # real images shown to D, all processes
         self.data_position = 0   # global position in the data stream (ganfast.data.InfiniteSampler)
-        self.bad_in_a_row = 0
-        self.bad_total = 0
+        self.bad = torch.zeros(2, dtype=torch.int64, device=device)   # [bad phases in a row, in total]
+
+    @property
+    def bad_in_a_row(self) -> int:
+        return int(self.bad[0])
+
+    @property
+    def bad_total(self) -> int:
+        return int(self.bad[1])
 
     def state_dict(self) -> dict:
-        return dict(vars(self))
+        in_a_row, total = self.bad.tolist()
+        return {"step": self.step, "d_steps": self.d_steps, "cur_nimg": self.cur_nimg,
+                "data_position": self.data_position, "bad_in_a_row": in_a_row, "bad_total": total}
 
     def load_state_dict(self, state: Mapping[str, int]) -> None:
-        if set(state) != set(vars(self)):
-            raise ValueError(f"progress state must have keys {sorted(vars(self))}, got {sorted(state)}")
-        for k, v in state.items():
-            setattr(self, k, int(v))
+        if set(state) != set(self._KEYS):
+            raise ValueError(f"progress state must have keys {sorted(self._KEYS)}, got {sorted(state)}")
+        for k in ("step", "d_steps", "cur_nimg", "data_position"):
+            setattr(self, k, int(state[k]))
+        self.bad[0], self.bad[1] = int(state["bad_in_a_row"]), int(state["bad_total"])
+
+
+class StepStats(Mapping):
+    """One training step's statistics {name: float}: losses (loss_D, loss_G, loss_Dreg, loss_Greg),
+    penalties, scores, ema_beta and `skipped` (phases skipped this step for non-finite values),
+    averaged over the processes.
+
+    The values stay on the device until one is read; the first read reads them all at once (one
+    host synchronization) and raises NonFiniteError if training had halted by the end of this
+    step (see Trainer). Compares equal to a dict with the same items."""
+
+    def __init__(self, trainer: "Trainer", names: tuple, values: torch.Tensor, host: Mapping[str, float]):
+        # values: [len(names)] statistics, then [skipped, halted]
+        self._trainer, self._names, self._values, self._host = trainer, names, values, dict(host)
+        self._floats: Optional[dict] = None
+
+    def _read(self) -> dict:
+        if self._floats is None:
+            got = self._values.tolist()
+            n = len(self._names)
+            out = dict(self._host)
+            for k, v in zip(self._names, got[:n]):
+                out[k] = out[k] + v if k in out else v
+            self._floats = {**dict(sorted(out.items())), "skipped": got[n]}
+            self._trainer._check_halt(got[n + 1])
+        return self._floats
+
+    def __getitem__(self, key: str) -> float:
+        return self._read()[key]
+
+    def __iter__(self):
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+    def __repr__(self) -> str:
+        return f"StepStats({self._read()!r})"
+
+    def __reduce__(self):         # pickled (torch.save, multiprocessing) as the plain dict it reads as
+        return dict, (self._read(),)
+
+
+class _TickStats:
+    """Sums of the step statistics since the last read, on the device: one add per step, one host
+    read per tick. Steps run different phases (the lazy ones), so each set of names has its own sum."""
+
+    def __init__(self):
+        self._sums: dict[tuple, list] = {}              # names -> [sum tensor, steps]
+        self._host: dict[str, list] = {}                # host-side values (ema_beta) -> [sum, steps]
+
+    def add(self, names: tuple, values: torch.Tensor, host: Mapping[str, float]) -> None:
+        entry = self._sums.get(names)
+        if entry is None:
+            self._sums[names] = [values.clone(), 1]     # a copy: `values` also backs the step's StepStats
+        else:
+            entry[0].add_(values)
+            entry[1] += 1
+        for k, v in host.items():
+            h = self._host.setdefault(k, [0.0, 0])
+            h[0] += v
+            h[1] += 1
+
+    def read(self, extra: torch.Tensor) -> tuple[dict[str, float], list]:
+        """({name: mean over the steps that had it}, extra's values), in one host read; resets."""
+        flat = torch.cat([s for s, _ in self._sums.values()] + [extra.reshape(-1).to(torch.float32)]).tolist()
+        totals: dict[str, list] = {}
+        offset = 0
+        for names, (_, steps) in self._sums.items():
+            for i, (k, v) in enumerate(zip(names, flat[offset:offset + len(names)])):
+                t = totals.setdefault(k, [0.0, 0])
+                t[0] += v                                   # a name twice in one step: summed, as in StepStats
+                t[1] += steps if names.index(k) == i else 0
+            offset += len(names)
+        for k, (v, steps) in self._host.items():
+            totals[k] = [v, steps]
+        self._sums, self._host = {}, {}
+        means = {k: v / steps for k, (v, steps) in sorted(totals.items()) if steps}
+        if "skipped" in means:
+            means["skipped"] = means.pop("skipped")
+        return means, flat[offset:]
+
+    def clear(self) -> None:
+        self._sums, self._host = {}, {}
 
 
 def _model_kind(D: nn.Module, G: nn.Module) -> str:
@@ -239,9 +373,10 @@ class Trainer:
     ctx: a DistributedContext (ganfast.training.distributed.init_distributed); default one CPU
     process, or `device`'s single process.
 
-    Use: `trainer.step()` runs one training step and returns its stats (floats); `trainer.train(
-    steps=..., kimg=..., snap_steps=..., callback=...)` loops with checkpoints; `trainer.resume(
-    "auto")` continues from the newest complete checkpoint in run_dir.
+    Use: `trainer.step()` runs one training step and returns its stats (a StepStats: floats once
+    read); `trainer.read_stats()` averages them since its last call; `trainer.train(steps=...,
+    kimg=..., snap_steps=..., callback=...)` loops with checkpoints; `trainer.resume("auto")`
+    continues from the newest complete checkpoint in run_dir.
     """
 
     def __init__(self, G: nn.Module, D: nn.Module, data, config: Optional[TrainingConfig] = None, *,
@@ -257,6 +392,12 @@ class Trainer:
         elif device is not None and torch.device(device) != ctx.device:
             raise ValueError(f"Trainer: device {device!r} differs from the distributed context's {ctx.device}")
         self.ctx, self.device = ctx, ctx.device
+        if cfg.cuda_graphs and self.device.type != "cuda":
+            raise ValueError(f"Trainer: cuda_graphs=True (ganfast train --cuda-graphs) needs a CUDA device; this "
+                             f"trainer runs on {self.device}")
+        if cfg.cuda_graphs and ctx.distributed:
+            raise ValueError("Trainer: cuda_graphs=True is single-process for now (the gradient all-reduce is not "
+                             "captured); run without --cuda-graphs under torchrun")
         for name, net in (("G", G), ("D", D)):
             if not isinstance(net, nn.Module):
                 raise ValueError(f"Trainer: {name} must be an nn.Module, got {type(net).__name__}")
@@ -301,10 +442,25 @@ class Trainer:
             # after the EMA's deep copy: a ProcessGroup cannot be deep-copied (and G_ema, in eval
             # mode, normalizes with running statistics, so it needs no group)
             use_cross_replica_batch_norm([self.G, self.D], ctx)
-        self.latents = torch.Generator().manual_seed(cfg.seed)
-        self.progress = _Progress()
+        # on the device: latents are drawn there, with no host-to-device copy (and on the CPU this
+        # is the CPU generator, so CPU runs draw what they always drew)
+        self.latents = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.progress = _Progress(self.device)
         self.G_main = torch.compile(self.G) if cfg.compile else self.G
         self.D_main = torch.compile(self.D) if cfg.compile else self.D
+
+        # Device-side bookkeeping of non-finite phases (see the module docstring).
+        self._step_bad = torch.zeros((), dtype=torch.int64, device=self.device)     # bad phases this step
+        self._halted = torch.zeros((), dtype=torch.bool, device=self.device)
+        self._halt_info = torch.zeros(2, dtype=torch.int64, device=self.device)     # [step, bad in a row] at the halt
+        self._step_now = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._bad_by_phase: dict[str, torch.Tensor] = {}
+        self._stop_message: Optional[str] = None
+        self._tick = _TickStats()
+        self._inputs = StaticInputs()
+        self._phases = {name: PhaseRunner(name, fn, self.device, cfg.cuda_graphs)
+                        for name, fn in (("D main", self._d_main), ("D reg", self._d_reg), ("G main", self._g_main),
+                                         ("G reg", self._g_reg), ("EMA", self._ema_phase))}
 
         self.data = data
         self._batches: Optional[Iterator] = None
@@ -318,7 +474,6 @@ class Trainer:
         # benchmarks and sec/kimg breakdowns; CUDA work is synchronized only when profile_phases is set
         self.phase_seconds: dict[str, collections.deque] = {}      # the last 1000 calls per phase
         self.profile_phases = False
-        self._bad_names: list[str] = []
         if ctx.distributed:
             self._seed_global_rng()
 
@@ -329,17 +484,18 @@ class Trainer:
         params = [p for p in net.parameters() if p.requires_grad]
         if not params:
             raise ValueError(f"Trainer: {type(net).__name__} has no trainable parameters")
-        if cfg.optimizer == "rmsprop":   # WGAN's optimizer; lazy scaling applies to Adam's betas only
-            return torch.optim.RMSprop(params, lr=lr * lazy_optimizer_args(1.0, (0.0, 0.0), lazy_interval)[0])
+        # lazy scaling: lr for both; betas for Adam only (RMSprop is WGAN's optimizer)
         lr, betas = lazy_optimizer_args(lr, cfg.betas, lazy_interval)
-        return torch.optim.Adam(params, lr=lr, betas=betas, eps=1e-8)
+        return make_optimizer(cfg.optimizer, params, lr, betas, self.device, capturable=cfg.cuda_graphs)
 
     def _seed_global_rng(self) -> None:
         seed = (self.config.seed * 1_000_003 + self.ctx.rank * 7_919 + self.progress.step) % (2 ** 63)
         torch.manual_seed(seed)
 
-    def _next_real(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """This process's share [local_batch, ...] of the next global batch of reals (and labels)."""
+    def _next_real(self) -> None:
+        """Copy this process's share [local_batch, ...] of the next global batch of reals (and
+        labels) into the static inputs 'real' / 'c_real' (without blocking the host: on CUDA the
+        loader's batches are pinned)."""
         if self._batches is None:
             start = self.progress.data_position
             if callable(self.data) and not isinstance(self.data, torch.utils.data.Dataset):
@@ -352,23 +508,30 @@ class Trainer:
                                                pin_memory=self.device.type == "cuda")
         x, labels = next(self._batches)
         self.progress.data_position += self.config.batch
-        x = x.to(self.device, self.dtype, non_blocking=True)
-        labels = labels.to(self.device, non_blocking=True) if self.c_dim else None
-        return x, labels
+        self._inputs.fill("real", x, self.dtype, self.device)
+        self._inputs.fill("c_real", labels if self.c_dim else None, device=self.device)
 
-    def _next_latents(self) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[dict]]:
-        """This process's share of a global batch of latents (and fake labels / InfoGAN codes),
-        drawn from the trainer's generator on the CPU so every process and device agree."""
+    def _next_latents(self) -> None:
+        """Draw this process's share of a global batch of latents (and fake labels / InfoGAN codes)
+        into the static inputs 'z' / 'c_fake' / 'codes', from the trainer's generator on the
+        device, so every process (of one device type) draws the same global batch."""
         B, b, r = self.config.batch, self.local_batch, self.ctx.rank
-        z = torch.randn(B, self.z_dim, generator=self.latents)[r * b:(r + 1) * b]
-        c = torch.randint(self.c_dim, (B,), generator=self.latents)[r * b:(r + 1) * b] if self.c_dim else None
-        z, codes = z.to(self.dtype), None
+        part = slice(r * b, (r + 1) * b)
+        z = torch.randn(B, self.z_dim, generator=self.latents, device=self.device)[part]
+        c = torch.randint(self.c_dim, (B,), generator=self.latents, device=self.device)[part] if self.c_dim else None
+        codes = None
         if self.kind == "infogan":
             g = unwrap_model(self.G)
-            codes = {k: v[r * b:(r + 1) * b].to(self.device) for k, v in g.sample_codes(B, generator=self.latents).items()}
-        return z.to(self.device), (c.to(self.device) if c is not None else None), codes
+            codes = {k: v[part] for k, v in g.sample_codes(B, device=self.device, generator=self.latents).items()}
+        self._inputs.fill("z", z, self.dtype)
+        self._inputs.fill("c_fake", c)
+        self._inputs.fill("codes", codes)
 
     # ---- the phases ----
+    #
+    # Each phase is a method of no arguments that reads its inputs from self._inputs and returns
+    # {stat name: 0-dim tensor}; self._phases runs it (eagerly, or as a CUDA graph). Nothing in a
+    # phase reads a tensor value on the host.
 
     def _micro(self, tensors, i):
         m = self.batch_gpu
@@ -381,6 +544,11 @@ class Trainer:
     def _generate(self, G, z, c, codes):
         return G(z, c, codes=codes) if codes is not None else G(z, c)
 
+    def _autocast(self):
+        # a captured phase casts its weights afresh on every replay (autocast's cache would keep
+        # casts made at capture time)
+        return autocast(self.config.amp, self.device, cache_enabled=not self.config.cuda_graphs)
+
     def _run_phase(self, name: str, net: nn.Module, opt, scaler, micro_loss: Callable[[int], tuple]) -> dict:
         """Accumulate micro_loss(i) -> (loss, stats) over the micro-batches, then reduce, check and
         step. Returns the phase's stats (losses averaged over micro-batches, as tensors)."""
@@ -388,7 +556,7 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         total, stats = None, {}
         for i in range(self.num_accumulation):
-            with autocast(cfg.amp, self.device):
+            with self._autocast():
                 loss, s = micro_loss(i)
             loss = loss.float() / self.num_accumulation
             (scaler.scale(loss) if scaler is not None else loss).backward()
@@ -397,60 +565,60 @@ class Trainer:
                 v = v.detach().float() / self.num_accumulation
                 stats[k] = v if k not in stats else stats[k] + v
         stats[name] = total
-        ok = self._reduce_and_check(net, opt, scaler, total)
-        if scaler is not None:
-            # fp16: an overflow (inf / NaN gradients, or a NaN loss from an overflowing R1 inner
-            # gradient) is routine while the scale settles; the scaler skips the step and halves the
-            # scale. It counts as a bad phase only once the scale has fallen below 1, where
-            # overflow no longer explains it.
-            scale = scaler.get_scale()
-            if not ok:          # make sure the scaler sees it even if the gradients came out finite
-                next(g for grp in opt.param_groups for g in grp["params"] if g.grad is not None).grad.fill_(math.nan)
-            scaler.step(opt)
-            scaler.update()
-            if scaler.get_scale() < scale and scale < 1:
-                self._bad_phase(name)
-        elif ok:
-            opt.step()
-        else:
-            opt.zero_grad(set_to_none=True)
-            self._bad_phase(name)
+        bad = self._reduce_and_check(opt, scaler, total)
+        skip = bad | self._halted
+        if scaler is None:
+            self._count_bad(name, bad)
+            step_unless(opt, skip)
+            return stats
+        # fp16: an overflow (inf / NaN gradients, or a NaN loss from an overflowing R1 inner
+        # gradient) is routine while the scale settles; the scaler skips the step and halves the
+        # scale. It counts as a bad phase only once the scale has fallen below 1, where overflow no
+        # longer explains it. This bookkeeping reads the scale on the host (fp16 only).
+        scale = scaler.get_scale()
+        grad = next(g for grp in opt.param_groups for g in grp["params"] if g.grad is not None).grad
+        grad.copy_(torch.where(skip, math.nan, grad))    # make sure the scaler sees a skip it did not find itself
+        scaler.step(opt)
+        scaler.update()
+        if scaler.get_scale() < scale and scale < 1:
+            self._count_bad(name, 1)
         return stats
 
-    def _reduce_and_check(self, net: nn.Module, opt, scaler, loss: torch.Tensor) -> bool:
-        """All-reduce the gradients and the loss in one flat buffer; clean or check them. True when
-        the optimizer may step."""
+    def _reduce_and_check(self, opt, scaler, loss: torch.Tensor) -> torch.Tensor:
+        """All-reduce the gradients and the loss in one flat buffer; clean or check them. Returns
+        `bad`, a 0-dim bool tensor: True when the loss, or (unless nan_to_num or a GradScaler
+        handles them) a gradient, is not finite. Decided on the device; nothing is read back."""
         cfg = self.config
         params = [p for g in opt.param_groups for p in g["params"]]
         grads = [p.grad for p in params if p.grad is not None]
         flat = torch.cat([g.flatten().float() for g in grads] + [loss.reshape(1).float()])
         all_reduce_mean_(flat, self.ctx)
-        loss_ok = bool(torch.isfinite(flat[-1]))
-        if scaler is not None:    # overflowing gradients are the scaler's business (it skips the step)
-            grads_ok = True
-        elif cfg.nan_to_num:
+        if scaler is None and cfg.nan_to_num:
             flat[:-1].nan_to_num_(nan=0.0, posinf=1e5, neginf=-1e5)
-            grads_ok = True
-        else:
-            grads_ok = bool(torch.isfinite(flat[:-1]).all())
+        # overflowing gradients are the scaler's business (it skips the step); nan_to_num cleaned them
+        checked = flat[-1:] if (scaler is not None or cfg.nan_to_num) else flat
+        bad = ~torch.isfinite(checked).all()
         offset = 0
         for g in grads:
             n = g.numel()
             g.copy_(flat[offset:offset + n].view_as(g))
             offset += n
-        return loss_ok and grads_ok
+        return bad
 
-    def _bad_phase(self, name: str) -> None:
-        p = self.progress
-        p.bad_in_a_row += 1
-        p.bad_total += 1
-        self._bad_names.append(name)
+    def _count_bad(self, name: str, bad: Union[torch.Tensor, int]) -> None:
+        counter = self._bad_by_phase.get(name)
+        if counter is None:       # created by a phase's first (eager) call, before any capture
+            counter = self._bad_by_phase[name] = torch.zeros((), dtype=torch.int64, device=self.device)
+        counter.add_(bad)
+        self._step_bad.add_(bad)
 
-    def _d_main(self, reals, c_real, z, c_fake, codes) -> dict:
+    def _d_main(self) -> dict:
         cfg, D, G = self.config, self.D_main, self.G_main
+        reals, c_real = self._inputs["real"], self._inputs["c_real"]
+        z, c_fake, codes = self._inputs["z"], self._inputs["c_fake"], self._inputs["codes"]
         r1_every_step = cfg.r1_gamma > 0 and not self.r1_lazy and cfg.loss != "began"
         with torch.no_grad():
-            with autocast(cfg.amp, self.device):
+            with self._autocast():
                 fake_all = self._generate(G, z, c_fake, codes).float()
         if self.replay is not None:
             mixed = self.replay.mix(fake_all, cfg.replay_fraction)
@@ -496,7 +664,7 @@ class Trainer:
             return loss, stats
 
         stats = self._run_phase("loss_D", self.D, self.opt_D, self.scaler_D, micro)
-        if cfg.loss == "began":
+        if cfg.loss == "began":        # BEGAN's k is controlled on the host (not sync-free)
             stats["M"] = torch.tensor(self.began.update(stats["l_real"], stats["l_fake"]))
             stats["k"] = torch.tensor(self.began.k)
         clip = cfg.clip_value
@@ -504,8 +672,9 @@ class Trainer:
             L.clip_weights_(self.D, clip)
         return stats
 
-    def _d_reg(self, real, c_real) -> dict:
+    def _d_reg(self) -> dict:
         cfg = self.config
+        real, c_real = self._inputs["real"], self._inputs["c_real"]
 
         def micro(i):
             penalty, logits = r1_penalty(self.D, self._micro(real, i), self._micro(c_real, i), scaler=self.scaler_D)
@@ -515,8 +684,9 @@ class Trainer:
 
         return self._run_phase("loss_Dreg", self.D, self.opt_D, self.scaler_D, micro)
 
-    def _g_main(self, z, c_fake, codes) -> dict:
+    def _g_main(self) -> dict:
         cfg, G, D = self.config, self.G_main, self.D_main
+        z, c_fake, codes = self._inputs["z"], self._inputs["c_fake"], self._inputs["codes"]
 
         def micro(i):
             zi, ci, codes_i = self._micro(z, i), self._micro(c_fake, i), self._micro(codes, i)
@@ -547,8 +717,9 @@ class Trainer:
         finally:
             self.D.requires_grad_(True)
 
-    def _g_reg(self, z, c_fake) -> dict:
+    def _g_reg(self) -> dict:
         cfg = self.config
+        z, c_fake = self._inputs["z"], self._inputs["c_fake"]
 
         def micro(i):
             penalty, lengths = self.pl.penalty(self.G, self._micro(z, i), self._micro(c_fake, i))
@@ -556,48 +727,81 @@ class Trainer:
 
         return self._run_phase("loss_Greg", self.G, self.opt_G, self.scaler_G, micro)
 
+    def _ema_phase(self) -> dict:
+        self.ema.apply(self._inputs["ema_beta"])
+        return {}
+
     # ---- one step ----
 
-    def step(self) -> dict[str, float]:
+    def step(self) -> StepStats:
         """One training step (n_critic D steps, one G step, the lazy regularizers when due, the
-        EMA update). Returns {name: float}: losses, penalties, scores, and `skipped` (phases
-        skipped for non-finite values this step). Averaged over the processes."""
+        EMA update). Returns its StepStats: losses, penalties, scores, ema_beta and `skipped`
+        (phases skipped for non-finite values this step), averaged over the processes, on the
+        device until read. The step itself makes no host synchronization (but for amp='fp16')."""
         cfg, p = self.config, self.progress
-        self._bad_names = []
-        stats: dict[str, torch.Tensor] = {}
+        self._step_bad.zero_()
+        parts: dict[str, list] = {}            # phase -> [stat names, values] summed over its calls this step
 
-        def merge(s, scale=1.0):
-            for k, v in s.items():
-                v = v * scale if scale != 1.0 else v
-                stats[k] = v if k not in stats else stats[k] + v
+        def run(phase: str, scale: float = 1.0):
+            names, values = self._timed(phase, self._phases[phase])
+            if values is None:
+                return
+            values = values * scale if scale != 1.0 else values
+            if phase in parts:
+                parts[phase][1] = parts[phase][1] + values
+            else:
+                parts[phase] = [names, values]
 
         for _ in range(cfg.n_critic):
-            real, c_real = self._next_real()
-            z, c_fake, codes = self._next_latents()
-            merge(self._timed("D main", self._d_main, real, c_real, z, c_fake, codes), 1.0 / cfg.n_critic)
+            self._next_real()
+            self._next_latents()
+            run("D main", 1.0 / cfg.n_critic)
             if self.r1_lazy and self.r1_schedule.due(p.d_steps):
-                merge(self._timed("D reg", self._d_reg, real, c_real))
+                run("D reg")
             p.d_steps += 1
             p.cur_nimg += cfg.batch
-        z, c_fake, codes = self._next_latents()
-        merge(self._timed("G main", self._g_main, z, c_fake, codes))
+        self._next_latents()
+        run("G main")
         if self.pl is not None and self.pl_schedule.due(p.step):
-            merge(self._timed("G reg", self._g_reg, z, c_fake))
+            run("G reg")
+        host = {}
         if self.ema is not None:
-            stats["ema_beta"] = torch.tensor(self._timed("EMA", self.ema.update, p.cur_nimg, cfg.batch))
+            host["ema_beta"] = self.ema.beta(p.cur_nimg, cfg.batch)
+            self._inputs.fill_scalar("ema_beta", host["ema_beta"], torch.float64, self.device)
+            run("EMA")
         p.step += 1
 
-        names = sorted(stats)
-        values = torch.stack([stats[k].detach().float().reshape(()).to(self.device) for k in names])
-        all_reduce_mean_(values, self.ctx)
-        out = dict(zip(names, values.tolist()))
-        out["skipped"] = float(len(self._bad_names))
-        if self._bad_names:
-            if p.bad_in_a_row >= cfg.max_bad_steps:
-                self._stop_non_finite()
-        else:
-            p.bad_in_a_row = 0
-        return out
+        names = tuple(n for stat_names, _ in parts.values() for n in stat_names)
+        stats = torch.cat([values for _, values in parts.values()])
+        all_reduce_mean_(stats, self.ctx)
+        values = torch.cat([stats, self._end_of_step()])
+        self._tick.add(names + ("skipped",), values[:len(names) + 1], host)
+        return StepStats(self, names, values, host)
+
+    def _end_of_step(self) -> torch.Tensor:
+        """Update the device counters of non-finite phases (bad in a row, reset by a clean step;
+        in total) and the halt flag; returns [skipped, halted] as float32."""
+        bad, counts = self._step_bad, self.progress.bad
+        counts[0] = torch.where(bad > 0, counts[0] + bad, 0)
+        counts[1] += bad
+        newly = (counts[0] >= self.config.max_bad_steps) & ~self._halted
+        now = torch.stack([self._step_now.fill_(self.progress.step), counts[0]])
+        self._halt_info.copy_(torch.where(newly, now, self._halt_info))
+        self._halted |= newly
+        return torch.stack([bad, self._halted]).float()
+
+    def read_stats(self) -> dict[str, float]:
+        """The step statistics averaged over the steps since the last call, each over the steps
+        that had it (loss_Dreg: the lazy R1 steps), `skipped` the mean per step; ema_beta the mean.
+        One host read: `ganfast train` calls it once per tick. Raises NonFiniteError when training
+        has halted on non-finite values."""
+        means, (halted,) = self._tick.read(self._halted)
+        self._check_halt(halted)
+        return means
+
+    def check_finite(self) -> None:
+        """Raise NonFiniteError if training has halted on non-finite values (one host read)."""
+        self._check_halt(self._halted.tolist())
 
     def _timed(self, name: str, fn, *args):
         sync = self.profile_phases and self.device.type == "cuda"
@@ -610,20 +814,32 @@ class Trainer:
         self.phase_seconds.setdefault(name, collections.deque(maxlen=1000)).append(time.perf_counter() - t0)
         return out
 
+    def _check_halt(self, halted: Union[float, bool]) -> None:
+        """Called with the halt flag just read from the device."""
+        if halted:
+            self._stop_non_finite()
+
     def _stop_non_finite(self) -> None:
-        p = self.progress
-        finite = all(bool(torch.isfinite(t).all()) for net in (self.G, self.D) for t in net.parameters())
-        saved = None
-        if finite and self.run_dir is not None:
-            saved = self.save()
-        where = (f"the last good state was saved as {saved}" if saved is not None else
-                 f"the last checkpoint is {self.last_checkpoint}" if self.last_checkpoint is not None else
-                 "no checkpoint was written (no run_dir)")
-        raise NonFiniteError(
-            f"training stopped at step {p.step}: {p.bad_in_a_row} phases in a row had a non-finite loss or "
-            f"gradient (last: {', '.join(self._bad_names)}; max_bad_steps={self.config.max_bad_steps}); "
-            f"skipped steps do not change the weights, so {where}. Lower the learning rate, use amp='bf16' "
-            f"rather than 'fp16', or set nan_to_num=True")
+        if self._stop_message is None:       # once: later reads raise the same error without saving again
+            p = self.progress
+            names = sorted(self._bad_by_phase)
+            counts = torch.stack([self._bad_by_phase[n] for n in names]).tolist() if names else []
+            bad = ", ".join(f"{n} {c}" for n, c in zip(names, counts) if c) or "none recorded"
+            halt_step, in_a_row = self._halt_info.tolist()
+            finite = all(bool(torch.isfinite(t).all()) for net in (self.G, self.D) for t in net.parameters())
+            saved = None
+            if finite and self.run_dir is not None:
+                saved = self.save()
+            where = (f"the last good state was saved as {saved}" if saved is not None else
+                     f"the last checkpoint is {self.last_checkpoint}" if self.last_checkpoint is not None else
+                     "no checkpoint was written (no run_dir)")
+            self._stop_message = (
+                f"training stopped at step {halt_step}: {in_a_row} phases in a row had a non-finite loss or gradient "
+                f"(phases skipped so far: {bad}; max_bad_steps={self.config.max_bad_steps}); skipped steps do not "
+                f"change the weights and none changed them after step {halt_step} (this was noticed at step "
+                f"{p.step}), so {where}. Lower the learning rate, use amp='bf16' rather than 'fp16', or set "
+                f"nan_to_num=True")
+        raise NonFiniteError(self._stop_message)
 
     # ---- checkpoints ----
 
@@ -655,8 +871,8 @@ class Trainer:
     def resume(self, resume: Union[str, Path, None] = "auto") -> Optional[Path]:
         """Load the checkpoint `resume` names (a path, or 'auto': the newest complete one in run_dir;
         None: start fresh). Returns its path, or None when there was nothing to resume. The
-        checkpoint's training config and run config must equal this trainer's (batch_gpu, compile
-        and max_bad_steps may differ)."""
+        checkpoint's training config and run config must equal this trainer's (batch_gpu, compile,
+        cuda_graphs and max_bad_steps may differ)."""
         if resume is None:
             return None
         if self.run_dir is None and resume == "auto":
@@ -668,6 +884,14 @@ class Trainer:
                                restore_rng=not self.ctx.distributed)
         self._check_resumed_config(path, meta.get("config") or {})
         self._batches = None                       # restart the data stream at the saved position
+        # a fresh start for the device-side bookkeeping, and graphs re-captured: loading replaced
+        # the optimizer state tensors they read
+        self._halted.zero_()
+        self._stop_message = None
+        self._bad_by_phase.clear()
+        self._tick.clear()
+        for runner in self._phases.values():
+            runner.reset()
         if self.ctx.distributed:
             self._seed_global_rng()
         self.last_checkpoint = path
@@ -675,7 +899,7 @@ class Trainer:
         return path
 
     def _check_resumed_config(self, path: Path, saved: Mapping[str, Any]) -> None:
-        free = {"batch_gpu", "compile", "max_bad_steps"}
+        free = {"batch_gpu", "compile", "cuda_graphs", "max_bad_steps"}
         here = {k: v for k, v in self.config.to_dict().items() if k not in free}
         there = {k: v for k, v in (saved.get("training") or {}).items() if k not in free}
         diffs = [f"{k}: {there.get(k)!r} in the checkpoint, {here.get(k)!r} here"
@@ -691,7 +915,9 @@ class Trainer:
               callback: Optional[Callable[["Trainer", dict], None]] = None) -> dict[str, float]:
         """Train until `steps` training steps (or `kimg` thousand real images) in total, counting
         those already done; write a checkpoint every snap_steps steps and at the end (when run_dir
-        is set). callback(trainer, stats) is called after every step. Returns the last step's stats."""
+        is set). callback(trainer, stats) is called after every step (stats: its StepStats). The
+        non-finite halt is checked (one host read) before each checkpoint and at the end. Returns
+        the last step's stats."""
         if (steps is None) == (kimg is None):
             raise ValueError("Trainer.train: give exactly one of steps or kimg")
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
@@ -703,13 +929,15 @@ class Trainer:
             raise ValueError(f"Trainer.train: snap_steps must be an int >= 1 or None, got {snap_steps!r}")
         per_step = self.config.batch * self.config.n_critic
         total = steps if steps is not None else math.ceil(kimg * 1000 / per_step)
-        stats: dict[str, float] = {}
+        stats: Mapping[str, float] = {}
         while self.progress.step < total:
             stats = self.step()
             if callback is not None:
                 callback(self, stats)
             if self.run_dir is not None and snap_steps and self.progress.step % snap_steps == 0:
+                self.check_finite()
                 self.save()
+        self.check_finite()
         if self.run_dir is not None and self._saved_step != self.progress.step:
             self.save()
         return stats

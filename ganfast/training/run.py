@@ -57,6 +57,7 @@ class RunOptions:
     device: Optional[str] = None               # None: cuda when available
     amp: str = "none"
     compile: bool = False
+    cuda_graphs: bool = False                  # capture each phase in a CUDA graph (CUDA only)
     xflip: bool = False
     workers: int = 0
     metrics: Sequence[str] = ("swd", "fid", "kid")
@@ -188,7 +189,7 @@ def _build(options: RunOptions):
 def _training_config(options: RunOptions, family: str, resolution: int) -> TrainingConfig:
     fields = recipe_for(family, resolution, options.batch)
     fields.update(batch=options.batch, batch_gpu=options.batch_gpu, amp=options.amp, compile=options.compile,
-                  seed=options.seed)
+                  cuda_graphs=options.cuda_graphs, seed=options.seed)
     fields.update(options.training_overrides)
     return TrainingConfig(**fields)
 
@@ -296,7 +297,6 @@ def run_training(options: RunOptions) -> dict[str, Any]:
         from tqdm import tqdm
         bar = tqdm(total=total_nimg, initial=min(trainer.progress.cur_nimg, total_nimg), unit="img",
                    dynamic_ncols=True, file=sys.stderr)
-    tick_stats: dict[str, list] = {}
     tick_start, tick_nimg_start = time.time(), trainer.progress.cur_nimg
     run_start, run_nimg_start = time.time(), trainer.progress.cur_nimg
     next_tick = (trainer.progress.cur_nimg // tick_nimg + 1) * tick_nimg
@@ -305,21 +305,17 @@ def run_training(options: RunOptions) -> dict[str, Any]:
     try:
         while trainer.progress.cur_nimg < total_nimg:
             before = trainer.progress.cur_nimg
-            stats = trainer.step()
-            for k, v in stats.items():
-                tick_stats.setdefault(k, []).append(v)
+            trainer.step()             # its statistics stay on the device: read once per tick below
             cur = trainer.progress.cur_nimg
             if bar is not None:
                 bar.update(min(cur, total_nimg) - min(before, total_nimg))
-                bar.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in stats.items()
-                                 if k in ("loss_D", "loss_G")}, refresh=False)
             done = cur >= total_nimg
             if cur >= next_tick or done:
+                means = trainer.read_stats()          # one host read per tick (raises NonFiniteError on a halt)
                 elapsed = time.time() - tick_start
                 row = {"kimg": cur / 1000, "step": trainer.progress.step,
                        "sec_per_kimg": elapsed / max(cur - tick_nimg_start, 1) * 1000,
-                       "time": round(time.time() - run_start, 2),
-                       **{k: sum(v) / len(v) for k, v in tick_stats.items()}}
+                       "time": round(time.time() - run_start, 2), **means}
                 if ctx.is_main:
                     with open(out / "log.jsonl", "a") as f:
                         f.write(json.dumps(row) + "\n")
@@ -329,7 +325,7 @@ def run_training(options: RunOptions) -> dict[str, Any]:
                                          "G": f"{row.get('loss_G', float('nan')):.3f}",
                                          "s/kimg": f"{row['sec_per_kimg']:.1f}"})
                 write_grid()
-                tick_stats, tick_start, tick_nimg_start = {}, time.time(), cur
+                tick_start, tick_nimg_start = time.time(), cur
                 next_tick = (cur // tick_nimg + 1) * tick_nimg
             if cur >= next_snap or done:
                 trainer.save()

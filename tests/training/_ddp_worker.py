@@ -137,7 +137,7 @@ def run_job(job: str, ctx: DistributedContext, run_dir: Optional[Path] = None, i
         resumed = trainer.resume("auto") if run_dir is not None else None
         losses = []
         trainer.train(steps=STEPS, snap_steps=SNAP_STEPS if run_dir is not None else None,
-                      callback=lambda _, stats: losses.append(stats))
+                      callback=lambda _, stats: losses.append(dict(stats)))     # read: a StepStats is lazy
     finally:
         loop.save_checkpoint = real_save
     state = {name: {k: v.detach().clone() for k, v in module.state_dict().items()}

@@ -43,7 +43,7 @@ def _count(x: torch.Tensor) -> int:
 def _global_stats(st: torch.Tensor, count: int, group) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total count [], mean [C], biased var [C]) from this process's channel_stats [C, 2]."""
     mean, m2 = st[:, 0].contiguous(), st[:, 1].contiguous()   # [C] each, own storage
-    cnt = torch.tensor(float(count), dtype=st.dtype, device=st.device)
+    cnt = torch.full((), float(count), dtype=st.dtype, device=st.device)   # a fill, not a host-to-device copy
     if group is not None:
         import torch.distributed as dist
         part = torch.cat([cnt.reshape(1), mean, m2]).unsqueeze(0)
@@ -62,7 +62,7 @@ def _forward(x, gain, bias, run_mean, run_var, training, eps, relu, backend, gro
         cnt, mean, var = _global_stats(impl.channel_stats(x), _count(x), group)
     else:
         mean, var = run_mean.to(acc, copy=True), run_var.to(acc, copy=True)   # outputs never alias inputs
-        cnt = torch.tensor(float(_count(x)), dtype=acc, device=x.device)
+        cnt = torch.full((), float(_count(x)), dtype=acc, device=x.device)
     rstd = torch.rsqrt(var + eps)
     return impl.forward_apply(x, mean, rstd, gain, bias, relu), mean, var, cnt
 
@@ -242,7 +242,7 @@ class _CbnStepFn(torch.autograd.Function):
         x, gain, bias, mean, var, run_mean, run_var = ctx.saved_tensors
         training, eps, relu, backend = ctx.args
         if torch.is_grad_enabled():
-            cnt = torch.tensor(float(_count(x)), dtype=mean.dtype, device=x.device)
+            cnt = torch.full((), float(_count(x)), dtype=mean.dtype, device=x.device)
             n = x.shape[0]
             g = gain if gain.ndim == 2 else gain.expand(n, -1).contiguous()   # [C] -> [N, C], differentiably
             b = bias if bias.ndim == 2 else bias.expand(n, -1).contiguous()
