@@ -9,6 +9,7 @@ import torch
 
 import ganfast
 from ganfast.ops.upfirdn2d import gradient_args, output_size, setup_filter, upfirdn2d
+from tests.ops.reference_v0 import upfirdn2d_v0
 
 
 def direct(x: torch.Tensor, f: torch.Tensor, up, down, pad, flip_filter=False, gain=1.0) -> torch.Tensor:
@@ -201,32 +202,6 @@ def test_compiles_without_graph_breaks():
     expected = upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4, backend="reference").square().sum()
     torch.testing.assert_close(loss, expected)
     torch.testing.assert_close(dx, torch.autograd.grad(expected, x)[0])
-
-
-def upfirdn2d_v0(x, f, up, down, pad, flip_filter=False, gain=1.0):
-    """The reference as it was before issue 28 (kept here to show the faster one equal to it):
-    zero insertion by reshape and pad, then every channel as its own image, [N*C, 1, H, W],
-    through a single-channel convolution, then slicing."""
-    import torch.nn.functional as F
-    (upx, upy), (downx, downy), (px0, px1, py0, py1) = up, down, pad
-    if f is None:
-        f = torch.ones(1, 1, dtype=x.dtype)
-    n, c, h, w = x.shape
-    x = F.pad(x.reshape(n, c, h, 1, w, 1), [0, upx - 1, 0, 0, 0, upy - 1]).reshape(n, c, h * upy, w * upx)
-    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
-    x = x[:, :, max(-py0, 0):x.shape[2] - max(-py1, 0), max(-px0, 0):x.shape[3] - max(-px1, 0)]
-    if f.numel() == 1:
-        return (x * (f.reshape([]) ** (3 - f.ndim) * gain))[:, :, ::downy, ::downx]
-    f = f.to(x.dtype)
-    if not flip_filter:
-        f = f.flip(list(range(f.ndim)))
-    f = f * (gain ** (f.ndim / 2))
-    xr = x.reshape(n * c, 1, x.shape[2], x.shape[3])
-    if f.ndim == 2:
-        xr = F.conv2d(xr, f[None, None])
-    else:
-        xr = F.conv2d(F.conv2d(xr, f[None, None, None, :]), f[None, None, :, None])
-    return xr.reshape(n, c, xr.shape[2], xr.shape[3])[:, :, ::downy, ::downx]
 
 
 def test_the_fast_reference_equals_the_old_formulation():

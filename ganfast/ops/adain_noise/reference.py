@@ -17,6 +17,7 @@ import math
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from ganfast.ops.bias_act.reference import activation
 
@@ -72,23 +73,26 @@ def adain_noise_ref(x: torch.Tensor, style_scale: torch.Tensor, style_bias: torc
     """
     out_dtype = x.dtype
     cdt = torch.float32 if upcast and x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    n_, c_ = x.shape[0], x.shape[1]
+    n_, c_, h, w = x.shape
     z = x.to(cdt)
+    owned = z is not x                        # z is ours to overwrite (never the caller's x)
     if noise is not None:
         nz = noise.to(cdt)
-        if noise_strength is not None:
-            nz = nz * noise_strength.to(cdt).reshape(1, c_, 1, 1)
-        z = z + nz
+        z = z + nz if noise_strength is None else torch.addcmul(z, nz, noise_strength.to(cdt).reshape(1, c_, 1, 1))
+        owned = True
     if bias is not None:
-        z = z + bias.to(cdt).reshape(1, c_, 1, 1)
-    y = activation(z, act, alpha)
+        b = bias.to(cdt).reshape(1, c_, 1, 1)
+        z = z.add_(b) if owned else z + b
+        owned = True
+    y = activation(z, act, alpha, inplace=owned)
     if gain != 1:
         y = y * gain
-    mean = y.mean(dim=(2, 3), keepdim=True)
-    yc = y - mean
-    var = (yc * yc).mean(dim=(2, 3), keepdim=True)
-    out = yc * torch.rsqrt(var + eps)
-    out = out * style_scale.to(cdt).reshape(n_, c_, 1, 1) + style_bias.to(cdt).reshape(n_, c_, 1, 1)
+    # The instance norm is a layer norm over each (n, c) plane [H, W]: torch's fused kernel, which
+    # centres before it scales (a constant plane gives exactly style_bias, as the definition; F's
+    # instance_norm / batch_norm compute y * k + (t - mean * k), off by ~rstd ulps there). Then the
+    # per-sample style in one pass.
+    yn = F.layer_norm(y, (h, w), eps=eps)
+    out = torch.addcmul(style_bias.to(cdt).reshape(n_, c_, 1, 1), yn, style_scale.to(cdt).reshape(n_, c_, 1, 1))
     return out.to(out_dtype)
 
 
@@ -127,6 +131,8 @@ def _into(out: Optional[torch.Tensor], value: torch.Tensor) -> torch.Tensor:
 def forward(x, s, t, noise, ns, b, act, alpha, gain, eps, seed, out=None):
     nz = _noise_for(x, noise, seed)
     y = adain_noise_ref(x, s, t, nz, ns, b, act, alpha, gain, eps, upcast=True)
+    if out is None and y.stride() != x.stride():   # the reference's layer norm writes NCHW; out is like x
+        out = torch.empty_like(x)
     return _into(out, y), _stats(x, nz, ns, b, act, alpha, gain, eps)
 
 

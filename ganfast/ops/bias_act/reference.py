@@ -34,13 +34,16 @@ ACTIVATIONS = {
 }
 
 
-def activation(z: torch.Tensor, act: str, alpha: float) -> torch.Tensor:
+def activation(z: torch.Tensor, act: str, alpha: float, inplace: bool = False) -> torch.Tensor:
+    """act(z, alpha). inplace=True lets relu and lrelu (alpha > 0) overwrite z, a temporary the
+    caller owns and nothing else reads (their backward reads the output, so autograd allows it)."""
     if act == "linear":
         return z
     if act == "relu":
-        return F.relu(z)
+        return F.relu(z, inplace=inplace)
     if act == "lrelu":
-        return F.leaky_relu(z, alpha)
+        # torch refuses the in-place backward for a slope <= 0 (the output does not give the sign)
+        return F.leaky_relu(z, alpha, inplace=inplace and alpha > 0)
     if act == "tanh":
         return torch.tanh(z)
     if act == "sigmoid":
@@ -54,6 +57,10 @@ def activation(z: torch.Tensor, act: str, alpha: float) -> torch.Tensor:
     if act == "swish":
         return z * torch.sigmoid(z)
     raise ValueError(f"act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
+
+
+# act(gain * z) == gain * act(z) for gain > 0: the gain can be applied before the activation.
+POSITIVELY_HOMOGENEOUS = ("linear", "relu", "lrelu")
 
 
 def bias_shape(x: torch.Tensor, dim: int) -> list[int]:
@@ -72,9 +79,19 @@ def bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str,
     if upcast and x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
         b = b.float() if b is not None else None
+    # NVIDIA's _bias_act_ref order (x + b, act, * gain, clamp) with fewer temporaries: for relu,
+    # lrelu and linear the gain scales z in place before the activation, which then overwrites z.
+    # act(gain z) = gain act(z) for gain > 0, with the same kink (z == 0 stays 0: relu'(0) = 0,
+    # lrelu'(0) = alpha); only the negative branch rounds differently, (gain z) alpha for
+    # (alpha z) gain. On CPU a fresh [N, C, H, W] temporary costs its page faults, about a pass.
     z = x if b is None else x + b.reshape(bias_shape(x, dim))
-    y = activation(z, act, alpha)
-    if gain != 1:
+    owned = z is not x                        # z is ours to overwrite (never the caller's x)
+    fold = act in POSITIVELY_HOMOGENEOUS and gain > 0 and gain != 1
+    if fold:
+        z = z.mul_(gain) if owned else z * gain
+        owned = True
+    y = activation(z, act, alpha, inplace=owned)
+    if gain != 1 and not fold:
         y = y * gain
     if clamp >= 0:
         y = y.clamp(-clamp, clamp)

@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 ACTIVATIONS = (None, "relu")
 
@@ -91,24 +92,45 @@ def conditional_batch_norm_ref(x: torch.Tensor, gain: torch.Tensor, bias: torch.
 
     upcast: compute in float64 (the test oracle); otherwise in acc_dtype(x), the result cast
     to x's dtype. Updates running_mean / running_var in place when training and given.
+
+    Written as BigGAN writes it: torch's batch norm without affine, then gain and bias per sample
+    (addcmul) and the ReLU. Where F.batch_norm does not compute the definition (cross-replica
+    statistics, one value per channel, running statistics in another dtype), the statistics and
+    the normalization are written out.
     """
     if act not in ACTIVATIONS:
         raise ValueError(f"conditional_batch_norm: act must be one of {ACTIVATIONS}, got {act!r}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("conditional_batch_norm: eval (training=False) needs running_mean and running_var")
     acc = torch.float64 if upcast else acc_dtype(x)
     xa = x.to(acc)
-    if training:
+    c = x.shape[1]
+    if not training:
+        xhat = F.batch_norm(xa, running_mean.to(acc), running_var.to(acc), None, None, False, 0.0, eps)
+    elif _fused_batch_norm_applies(xa, running_mean, running_var, process_group):
+        # torch's batch norm without affine (the gain is per sample): the batch statistics, the
+        # normalization and the running statistics' update (the rule above) in one fused op
+        xhat = F.batch_norm(xa, running_mean, running_var, None, None, True, momentum, eps)
+    else:
         count, mean, var = batch_stats(xa, process_group)
         update_running_stats(running_mean, running_var, momentum, count.detach(), mean.detach(), var.detach())
-    else:
-        if running_mean is None or running_var is None:
-            raise ValueError("conditional_batch_norm: eval (training=False) needs running_mean and running_var")
-        mean, var = running_mean.to(acc), running_var.to(acc)
-    c = x.shape[1]
-    xhat = (xa - mean.reshape(1, c, 1, 1)) * torch.rsqrt(var + eps).reshape(1, c, 1, 1)
-    z = xhat * gain.to(acc)[:, :, None, None] + bias.to(acc)[:, :, None, None]
+        xhat = (xa - mean.reshape(1, c, 1, 1)) * torch.rsqrt(var + eps).reshape(1, c, 1, 1)
+    z = torch.addcmul(bias.to(acc)[:, :, None, None], xhat, gain.to(acc)[:, :, None, None])
     if act == "relu":
-        z = torch.relu(z)
+        z = F.relu(z, inplace=True)          # addcmul's backward reads its operands, not z
     return z.to(x.dtype)
+
+
+def _fused_batch_norm_applies(xa: torch.Tensor, running_mean: Optional[torch.Tensor],
+                              running_var: Optional[torch.Tensor], process_group) -> bool:
+    """Whether F.batch_norm computes the training step as defined: one process, more than one value
+    per channel (it refuses one; the definition gives xhat = 0), and the running statistics both
+    absent or both in the computation's dtype (its CPU kernel takes no other)."""
+    if process_group is not None or xa.shape[0] * xa.shape[2] * xa.shape[3] < 2:
+        return False
+    if running_mean is None and running_var is None:
+        return True
+    return running_mean is not None and running_var is not None and running_mean.dtype == running_var.dtype == xa.dtype
 
 
 # ---- the kernel contract: four passes ----
