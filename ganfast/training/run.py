@@ -29,6 +29,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
+from ganfast.training.allocator import tune_cpu_allocator
 from ganfast.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, checkpoint_problem
 from ganfast.training.loop import Trainer, TrainingConfig
 from ganfast.training.recipes import recipe_for
@@ -217,6 +218,7 @@ def run_training(options: RunOptions) -> dict[str, Any]:
     """Train as described by `options`; returns the summary (also written to out/summary.json)."""
     from ganfast.training.distributed import init_distributed, shutdown_distributed
     ctx = init_distributed(options.device)
+    allocator = tune_cpu_allocator() if ctx.device.type == "cpu" else None
     out = Path(options.out)
     preset, gan, dataset = _build(options)
     config = _training_config(options, preset.family, gan.img_resolution)
@@ -239,7 +241,8 @@ def run_training(options: RunOptions) -> dict[str, Any]:
             {"options": {k: v for k, v in dataclasses.asdict(options).items()}, "training": config.to_dict(),
              "run": run_config, "dataset": {"name": getattr(dataset, "name", None), "size": len(dataset),
                                              "classes": dataset.num_classes}, "world_size": ctx.world_size,
-             "device": str(ctx.device), "parameters": gan.parameter_counts()}, indent=2, default=str))
+             "device": str(ctx.device), "cpu_allocator": allocator, "parameters": gan.parameter_counts()},
+            indent=2, default=str))
     _log(ctx, f"ganfast train: {options.preset} ({gan.parameter_counts()['G']:,} G / "
               f"{gan.parameter_counts()['D']:,} D parameters) on {getattr(dataset, 'name', 'data')} "
               f"({len(dataset):,} images, {dataset.channels}x{gan.img_resolution}x{gan.img_resolution}); "

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from ganfast.cli import main
+from ganfast.training.allocator import tune_cpu_allocator
 from ganfast.training.checkpoint import list_checkpoints
 from ganfast.training.visualize import image_grid, read_jsonl
 
@@ -51,6 +52,8 @@ def test_train_writes_log_samples_checkpoints_metrics_and_curves(run_dir):
     assert summary["first_metrics"]["tag"] == "start" and summary["last_metrics"]["tag"] == "final"
     config = json.loads((run_dir / "run.json").read_text())
     assert config["training"]["loss"] == "nonsaturating" and config["training"]["pl_weight"] == 2.0
+    # a CPU run tunes glibc's allocator (ganfast.training.allocator) and records what it did
+    assert config["cpu_allocator"] == tune_cpu_allocator()
 
 
 def test_resume_auto_continues_to_a_longer_budget(run_dir, tmp_path):
