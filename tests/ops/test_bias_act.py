@@ -308,6 +308,25 @@ def test_torch_compile_fullgraph_no_graph_break():
         torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
 
 
+def test_torch_compile_does_not_recompile_when_the_scalar_cache_grows(monkeypatch):
+    # bias_act caches its resolved scalars per (act, alpha, gain, clamp) in a module dict. Read
+    # while dynamo traces, that dict became a guard, so every new entry (another layer's first
+    # eager call) recompiled every compiled graph (~40x the steady step in bench/train_step.py).
+    import importlib
+    ba = importlib.import_module("ganfast.ops.bias_act")     # the package (ganfast.ops.bias_act is the function)
+    monkeypatch.setattr(ba, "_SCALARS", {})
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, b: bias_act(x, b, act="lrelu", gain=1.5, clamp=4.0, backend="reference"),
+                             fullgraph=True)
+    x, b = torch.randn(2, 3, 4), torch.randn(3)
+    compiled(x, b)
+    for gain in (0.5, 2.5, 3.5):      # other layers' calls fill the cache
+        bias_act(x, b, act="lrelu", gain=gain, backend="reference")
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        y = compiled(x, b)
+    torch.testing.assert_close(y, bias_act(x, b, act="lrelu", gain=1.5, clamp=4.0, backend="reference"))
+
+
 # ---------------------------------------------------------------- nn module
 
 @needs_cpu_ext

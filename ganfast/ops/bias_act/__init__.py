@@ -224,6 +224,10 @@ def resolve_args(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str,
             dim = dim % ndim
             if b is None or (type(b) in (torch.Tensor, torch.nn.Parameter) and b.ndim == 1
                              and b.shape[0] == x.shape[dim] and b.dtype == x.dtype and b.device == x.device):
+                if torch.compiler.is_compiling():
+                    # traced once per graph: no cache, whose contents dynamo would guard on (a
+                    # new entry from any other layer's eager call would recompile the graph)
+                    return (dim,) + _resolve_scalars(act, alpha, gain, clamp)
                 key = (act, alpha, gain, clamp)
                 try:
                     found = _SCALARS.get(key)
