@@ -214,8 +214,8 @@ def measure(trainer: Trainer, recipe: dict, steps: int, warmup: int) -> dict:
            "phase_weights": {p: float(w) for p, w in weights.items()}, "phase_calls_per_step": calls,
            "warmup_seconds": warmup_seconds}
     if trainer.config.cuda_graphs:
-        # Trainer keeps its PhaseRunners private; a phase measured before its capture would time eager calls
-        captured = [p for p, runner in trainer._phases.items() if runner.captured]
+        # a phase measured before its capture would time eager calls
+        captured = trainer.captured_phases
         if not set(ran) <= set(captured):
             raise BenchCheckError(f"train_step: phases {sorted(set(ran) - set(captured))} were not captured after "
                                f"{warmup} warm-up steps")

@@ -790,6 +790,11 @@ class Trainer:
         self._halted |= newly
         return torch.stack([bad, self._halted]).float()
 
+    @property
+    def captured_phases(self) -> list[str]:
+        """The phases replayed from a CUDA graph (cuda_graphs=True, after their warm-up calls)."""
+        return [name for name, runner in self._phases.items() if runner.captured]
+
     def read_stats(self) -> dict[str, float]:
         """The step statistics averaged over the steps since the last call, each over the steps
         that had it (loss_Dreg: the lazy R1 steps), `skipped` the mean per step; ema_beta the mean.
