@@ -193,8 +193,8 @@ def _add_train(sub) -> None:
                    help="any other TrainingConfig field, e.g. --set r1_interval=8,replay_fraction=0.5,replay_size=512")
     p.add_argument("--model", type=_key_values, default={}, metavar="K=V,...",
                    help="preset builder overrides, e.g. --model channel_max=128")
-    p.add_argument("--metrics", default=",".join(d.metrics), help=f"comma-separated metrics at each snapshot "
-                   f"(default {','.join(d.metrics)}; 'none' for none; see `ganfast metrics -h`)")
+    p.add_argument("--metrics", default=None, help="comma-separated metrics at each snapshot (default swd,fid,kid, "
+                   "and class_acc for a conditional model; 'none' for none; see `ganfast metrics -h`)")
     p.add_argument("--metrics-images", type=_int_at_least(2), default=d.metrics_images,
                    help=f"real and generated images per evaluation (default {d.metrics_images})")
     p.add_argument("--inception-weights", default=None, help="TorchScript Inception file for inception_fid / is")
@@ -206,8 +206,10 @@ def _add_train(sub) -> None:
     p.set_defaults(handler=_train, parser=p)
 
 
-def _metric_names(text: str, parser) -> tuple:
+def _metric_names(text: Optional[str], parser) -> Optional[tuple]:
     from ganfast.metrics import METRICS
+    if text is None:
+        return None
     if text in ("", "none"):
         return ()
     names = tuple(n.strip() for n in text.split(",") if n.strip())
@@ -267,9 +269,9 @@ def _generate(args) -> int:
     import torch
 
     from ganfast.training.run import generate_images, load_generator
-    from ganfast.training.visualize import save_image_grid
+    from ganfast.training.visualize import image_grid, label_rows, save_grid_png
     try:
-        G, _ = load_generator(args.ckpt, device=args.device)
+        G, meta = load_generator(args.ckpt, device=args.device)
     except (ValueError, FileNotFoundError) as e:
         print(f"ganfast generate: error: {e}", file=sys.stderr)
         return 2
@@ -290,7 +292,11 @@ def _generate(args) -> int:
     else:
         images = generate_images(G, args.n, seed=args.seed, device=args.device, truncation=args.truncation)
         ncols = None
-    path = save_image_grid(images, args.out, ncols=ncols, scale=args.scale)
+    grid = image_grid(images, ncols=ncols)
+    if args.classes:      # each row named by its class (the run's class names; indices for older runs)
+        names = ((meta.get("config") or {}).get("run") or {}).get("class_names") or []
+        grid = label_rows(grid, [str(names[k]) if k < len(names) else str(k) for k in range(G.c_dim)])
+    path = save_grid_png(grid, args.out, scale=args.scale)
     print(f"wrote {path} ({images.shape[0]} images)")
     return 0
 
@@ -300,8 +306,9 @@ def _add_metrics(sub) -> None:
                        description="Compute metrics for a run directory's newest checkpoint (or --ckpt) and append "
                                    "them to the run's metrics.jsonl.")
     p.add_argument("--run", required=True, help="run directory (or a checkpoint directory)")
-    p.add_argument("--metrics", default="swd,fid,kid,pr", help="comma-separated: swd, fid, kid, pr (classifier "
-                   "features), inception_fid, inception_kid, is (need --inception-weights); default swd,fid,kid,pr")
+    p.add_argument("--metrics", default=None, help="comma-separated: swd, fid, kid, pr, class_acc (classifier "
+                   "features; class_acc: conditional models), inception_fid, inception_kid, is (need "
+                   "--inception-weights); default swd,fid,kid,pr (and class_acc for a conditional model)")
     p.add_argument("--n", type=_int_at_least(2), default=2000, help="real and generated images (default 2000)")
     p.add_argument("--inception-weights", default=None, help="TorchScript Inception file")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
@@ -315,10 +322,12 @@ def _metrics(args) -> int:
     from ganfast.data import open_dataset
     from ganfast.training.run import evaluate_generator, load_generator
     names = _metric_names(args.metrics, args.parser)
-    if not names:
+    if names is not None and not names:
         args.parser.error("--metrics: name at least one metric")
     try:
         G, meta = load_generator(args.run, device=args.device)
+        if names is None:
+            names = ("swd", "fid", "kid", "pr") + (("class_acc",) if G.c_dim else ())
         run = meta["config"]["run"]
         dataset = open_dataset(run.get("data"), resolution=G.img_resolution, channels=G.img_channels,
                                xflip=run.get("xflip", False))

@@ -153,6 +153,58 @@ def classifier_features(images: torch.Tensor, *, classifier: Optional[nn.Module]
                           for i in range(0, images.shape[0], batch_size)])
 
 
+def class_accuracy_from_logits(logits: torch.Tensor, labels: torch.Tensor,
+                               num_classes: Optional[int] = None) -> dict[str, float]:
+    """The classifier's agreement with the requested classes, in percent: {"class_acc": overall,
+    "class_acc_min": the worst class's, "class_acc_<k>": class k's} for logits [N, K] and
+    labels int64 [N] (the classes a conditional G was asked for). Classes absent from labels get
+    no per-class key and do not enter the minimum."""
+    if logits.ndim != 2:
+        raise ValueError(f"logits: expected [N, classes], got shape {list(logits.shape)}")
+    if (not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.ndim != 1
+            or labels.shape[0] != logits.shape[0]):
+        got = f"{labels.dtype} {list(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"labels: expected integer class indices [{logits.shape[0]}], got {got}")
+    k = logits.shape[1] if num_classes is None else num_classes
+    labels = labels.to(logits.device)
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= k):
+        raise ValueError(f"labels: class indices must lie in [0, {k}), got [{int(labels.min())}, {int(labels.max())}]")
+    hit = (logits.argmax(dim=1) == labels).double()
+    out = {"class_acc": 100.0 * float(hit.mean()) if hit.numel() else float("nan")}
+    per = {}
+    for cls in range(k):
+        mask = labels == cls
+        if bool(mask.any()):
+            per[f"class_acc_{cls}"] = 100.0 * float(hit[mask].mean())
+    out["class_acc_min"] = min(per.values()) if per else float("nan")
+    out.update(per)
+    return out
+
+
+def class_accuracy(images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 256,
+                   classifier: Optional[nn.Module] = None,
+                   device: Optional[Union[str, torch.device]] = None) -> dict[str, float]:
+    """Per-class accuracy of a conditional generator: how often the classifier (default: the shipped
+    Fashion-MNIST one) puts each image in the class it was generated for (labels int64 [N]).
+    See class_accuracy_from_logits for the keys. The same classifier's accuracy on real held-out
+    images (its metadata's test accuracy) is the ceiling to read these numbers against."""
+    from ganfast.metrics.classifier import load_fmnist_classifier
+    model = classifier if classifier is not None else load_fmnist_classifier()
+    features = classifier_features(images, classifier=model, batch_size=batch_size, device=device, name="images")
+    return class_accuracy_from_logits(classifier_logits(features, model), labels)
+
+
+def classifier_logits(features: torch.Tensor, classifier: Optional[nn.Module] = None) -> torch.Tensor:
+    """The classifier's class logits [N, K] from its features [N, F] (classifier_features' output):
+    its head in eval mode (no dropout), on the CPU."""
+    from ganfast.metrics.classifier import load_fmnist_classifier
+    model = classifier if classifier is not None else load_fmnist_classifier()
+    head = model.head
+    with torch.inference_mode():
+        return torch.nn.functional.linear(features.float(), head.weight.detach().float().cpu(),
+                                          None if head.bias is None else head.bias.detach().float().cpu())
+
+
 def classifier_fid(real: torch.Tensor, fake: torch.Tensor, *, batch_size: int = 256,
                    classifier: Optional[nn.Module] = None,
                    device: Optional[Union[str, torch.device]] = None) -> float:

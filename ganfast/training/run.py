@@ -33,12 +33,12 @@ from ganfast.training.allocator import tune_cpu_allocator
 from ganfast.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, checkpoint_problem
 from ganfast.training.loop import Trainer, TrainingConfig
 from ganfast.training.recipes import recipe_for
-from ganfast.training.visualize import image_grid, read_jsonl, save_curves, save_grid_png
+from ganfast.training.visualize import image_grid, label_rows, read_jsonl, save_curves, save_grid_png
 
 __all__ = ["RunOptions", "DEFAULT_PRESET", "run_training", "load_generator", "evaluate_generator", "real_images",
-           "generate_images"]
+           "generate_images", "default_metrics", "sample_grid"]
 
-DEFAULT_PRESET = "stylegan2-32-fmnist"
+DEFAULT_PRESET = "cdcgan-32"
 PathLike = Union[str, Path]
 
 
@@ -61,7 +61,7 @@ class RunOptions:
     cuda_graphs: bool = False                  # capture each phase in a CUDA graph (CUDA only)
     xflip: bool = False
     workers: int = 0
-    metrics: Sequence[str] = ("swd", "fid", "kid")
+    metrics: Optional[Sequence[str]] = None    # None: default_metrics(G): swd, fid, kid (+ class_acc if conditional)
     metrics_images: int = 1000
     inception_weights: Optional[str] = None
     grid: int = 64                             # samples in each grid
@@ -160,15 +160,48 @@ def generate_images(G, n: int, seed: int = 0, device=None, batch: int = 64, c: O
     return torch.cat(out)
 
 
+MAX_CLASS_ROWS = 32       # a conditional G with more classes gets the plain grid (labels cycling)
+
+
+def sample_grid(G, n: int, class_names: Sequence[str] = (), seed: int = 0, device=None):
+    """The picture of a run's progress, uint8 [H, W, C]: n samples of G in a square grid; for a
+    conditional G with up to MAX_CLASS_ROWS classes, one row per class instead (ceil(sqrt(n))
+    samples each), each row named in a left margin by class_names (the class indices when there
+    are no names). Fixed latents (seed), so grids of one run compare tick to tick."""
+    c_dim = getattr(G, "c_dim", 0)
+    cols = math.ceil(math.sqrt(n))
+    if not c_dim or c_dim > MAX_CLASS_ROWS:
+        return image_grid(generate_images(G, n, seed=seed, device=device))
+    c = torch.arange(c_dim).repeat_interleave(cols)
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(cols, G.z_dim, generator=gen).repeat(c_dim, 1)     # column j: one latent for every class
+    grid = image_grid(generate_images(G, c.numel(), device=device, c=c, z=z), ncols=cols)
+    names = [str(class_names[k]) if k < len(class_names) else str(k) for k in range(c_dim)]
+    return label_rows(grid, names)
+
+
+def default_metrics(G) -> tuple[str, ...]:
+    """What `ganfast train` evaluates unless told: SWD and the classifier FID / KID, and per-class
+    accuracy (class_acc) for a conditional generator."""
+    return ("swd", "fid", "kid") + (("class_acc",) if getattr(G, "c_dim", 0) else ())
+
+
 def evaluate_generator(G, dataset, names: Sequence[str], n: int, seed: int = 0, device=None,
                        inception_weights=None, reals: Optional[torch.Tensor] = None) -> dict[str, float]:
-    """compute_metrics of n generated images against n real ones from `dataset`."""
+    """compute_metrics of n generated images against n real ones from `dataset`. A conditional G
+    is asked for the classes in turn (0, 1, ..., c_dim - 1, 0, ...), so every class is equally
+    represented, and class_acc scores those requests."""
     from ganfast.metrics import compute_metrics
+    c_dim = getattr(G, "c_dim", 0)
+    if "class_acc" in names and not c_dim:
+        raise ValueError("metrics: class_acc measures a conditional generator; this one is unconditional (c_dim=0)")
+    labels = torch.arange(n) % c_dim if c_dim else None
     real = reals if reals is not None else real_images(dataset, n, seed=seed + 1)
-    fake = generate_images(G, n, seed=seed + 2, device=device)
+    fake = generate_images(G, n, seed=seed + 2, device=device, c=labels)
     if fake.shape[1] != real.shape[1]:
         raise ValueError(f"evaluate_generator: G makes {fake.shape[1]}-channel images, the data has {real.shape[1]}")
-    return compute_metrics(list(names), real, fake, inception_weights=inception_weights, seed=seed)
+    return compute_metrics(list(names), real, fake, inception_weights=inception_weights, seed=seed,
+                           fake_labels=labels)
 
 
 def _build(options: RunOptions):
@@ -221,9 +254,12 @@ def run_training(options: RunOptions) -> dict[str, Any]:
     allocator = tune_cpu_allocator() if ctx.device.type == "cpu" else None
     out = Path(options.out)
     preset, gan, dataset = _build(options)
+    if options.metrics is None:
+        options = dataclasses.replace(options, metrics=default_metrics(gan.G))
     config = _training_config(options, preset.family, gan.img_resolution)
     run_config = {"preset": options.preset, "model_overrides": dict(options.model_overrides),
-                  "data": options.data or "fashion-mnist", "xflip": options.xflip}
+                  "data": options.data or "fashion-mnist", "xflip": options.xflip,
+                  "class_names": list(getattr(dataset, "class_names", ()) or ())}
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
     ctx.barrier()
@@ -275,7 +311,8 @@ def run_training(options: RunOptions) -> dict[str, Any]:
             f.write(json.dumps(row) + "\n")
         board.scalars("Metrics", values, trainer.progress.cur_nimg)
         shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if k in ("fid", "kid", "swd_avg", "precision",
-                                                                               "recall", "is", "inception_fid"))
+                                                                               "recall", "is", "inception_fid",
+                                                                               "class_acc", "class_acc_min"))
         _log(ctx, f"[metrics @ {row['kimg']:.4g} kimg] {shown} ({row['seconds']} s)")
         return row
 
@@ -283,7 +320,8 @@ def run_training(options: RunOptions) -> dict[str, Any]:
         if not ctx.is_main:
             return
         G_eval = trainer.ema.module if trainer.ema is not None else trainer.G
-        grid = image_grid(generate_images(G_eval, options.grid, seed=options.seed + 3, device=ctx.device))
+        grid = sample_grid(G_eval, options.grid, getattr(dataset, "class_names", ()), seed=options.seed + 3,
+                           device=ctx.device)
         path = save_grid_png(grid, out / "samples" / f"grid-{trainer.progress.cur_nimg:09d}img.png", scale=2)
         latest = out / "samples" / "latest.png"
         shutil.copyfile(path, latest.with_name("latest.png.tmp"))
@@ -360,7 +398,7 @@ def run_training(options: RunOptions) -> dict[str, Any]:
                   + (f"curves {curves}; " if curves else "curves skipped (matplotlib not installed); ")
                   + f"checkpoint {trainer.last_checkpoint}")
         if first_metrics and rows:
-            for k in ("fid", "kid", "swd_avg"):
+            for k in ("fid", "kid", "swd_avg", "class_acc"):
                 if k in first_metrics and k in rows[-1]:
                     _log(ctx, f"  {k}: {first_metrics[k]:.4g} at start -> {rows[-1][k]:.4g} now")
     shutdown_distributed(ctx)

@@ -9,7 +9,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
-__all__ = ["image_grid", "save_image_grid", "save_curves", "read_jsonl"]
+__all__ = ["image_grid", "label_rows", "save_image_grid", "save_curves", "read_jsonl"]
 
 PathLike = Union[str, Path]
 
@@ -32,6 +32,30 @@ def image_grid(images: torch.Tensor, ncols: Optional[int] = None, padding: int =
         top, left = padding + r * (h + padding), padding + col * (w + padding)
         grid[:, top:top + h, left:left + w] = pixels[i]
     return grid.permute(1, 2, 0).numpy()
+
+
+def label_rows(grid: np.ndarray, names: Sequence[str], padding: int = 1) -> np.ndarray:
+    """An `image_grid` array (uint8 [H, W, C]) with a margin on the left naming each row (names[i]
+    beside row i, white on black, Pillow's built-in font), for grids of one class per row."""
+    from PIL import Image, ImageDraw, ImageFont
+    rows = len(names)
+    if rows < 1 or (grid.shape[0] - padding) % rows:
+        raise ValueError(f"label_rows: a grid of {grid.shape[0]} pixel rows cannot hold {rows} equal rows of images")
+    row_h = (grid.shape[0] - padding) // rows
+    size = max(6, min(11, row_h - 4))
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:          # Pillow < 10.1: only the fixed bitmap font
+        font = ImageFont.load_default()
+    width = max(int(math.ceil(font.getlength(str(n)))) for n in names) + 4
+    margin = Image.new("L", (width, grid.shape[0]), 0)
+    draw = ImageDraw.Draw(margin)
+    for i, name in enumerate(names):
+        top, bottom = font.getbbox(str(name))[1::2]
+        y = padding + i * row_h + (row_h - padding - (bottom - top)) // 2 - top
+        draw.text((2, y), str(name), fill=255, font=font)
+    text = np.asarray(margin, dtype=np.uint8)[:, :, None].repeat(grid.shape[2], axis=2)
+    return np.concatenate([text, grid], axis=1)
 
 
 def save_image_grid(images: torch.Tensor, path: PathLike, ncols: Optional[int] = None, scale: int = 1) -> Path:

@@ -18,7 +18,7 @@ TINY = "channel_max=8,channel_base=256,z_dim=16,w_dim=16"
 
 
 def train(out, *extra):
-    argv = ["train", "--out", str(out), "--model", TINY, "--kimg", "0.024", "--batch", "8", "--tick", "0.008",
+    argv = ["train", "--out", str(out), "--preset", "stylegan2-32-fmnist", "--model", TINY, "--kimg", "0.024", "--batch", "8", "--tick", "0.008",
             "--snap", "0.016", "--metrics", "swd", "--metrics-images", "16", "--no-progress", *extra]
     return main(argv)
 
@@ -195,3 +195,63 @@ def test_image_grid_layout():
     assert grid[1, 1, 0] == 0 and grid[1, 4, 0] == 128 and grid[4, 1, 0] == 255 and grid[4, 4, 0] == 0
     with pytest.raises(ValueError, match="images"):
         image_grid(torch.zeros(2, 2, 4, 4))
+
+
+# ---------------------------------------------------------------- conditional runs (the default preset)
+
+@pytest.fixture(scope="module")
+def cond_run(tmp_path_factory):
+    """The default preset (class-conditional), shrunk: default metrics, so class_acc is among them."""
+    from ganfast.training.run import DEFAULT_PRESET
+    out = tmp_path_factory.mktemp("cond")
+    assert main(["train", "--out", str(out), "--model", "ngf=4,ndf=4", "--kimg", "0.016", "--batch", "8",
+                 "--tick", "0.008", "--snap", "0.016", "--metrics-images", "40", "--no-progress",
+                 "--no-tensorboard"]) == 0
+    assert json.loads((out / "run.json").read_text())["run"]["preset"] == DEFAULT_PRESET
+    return out
+
+
+def test_default_run_is_conditional_and_reports_class_accuracy(cond_run):
+    metrics = read_jsonl(cond_run / "metrics.jsonl")
+    assert [m["tag"] for m in metrics] == ["start", "final"]
+    for m in metrics:
+        assert {"swd_avg", "fid", "kid", "class_acc", "class_acc_min"} <= set(m)
+        per_class = [m[f"class_acc_{k}"] for k in range(10)]     # 40 images: 4 asked of every class
+        assert 0 <= m["class_acc_min"] == min(per_class) and m["class_acc"] == pytest.approx(sum(per_class) / 10)
+    run = json.loads((cond_run / "run.json").read_text())
+    assert run["options"]["metrics"] == ["swd", "fid", "kid", "class_acc"]
+    assert run["run"]["class_names"][0] == "T-shirt/top" and len(run["run"]["class_names"]) == 10
+    assert json.loads((cond_run / "summary.json").read_text())["last_metrics"]["class_acc"] >= 0
+
+
+def test_conditional_grid_has_one_named_row_per_class(cond_run, tmp_path):
+    picture = np.asarray(Image.open(cond_run / "samples" / "latest.png"))
+    assert picture.shape[0] == 2 * (10 * 33 + 1)                    # 10 class rows of 32 px, scale 2
+    margin = picture.shape[1] - 2 * (8 * 33 + 1)                    # 8 samples per row, names on the left
+    assert margin > 0 and picture[:, :margin].max() == 255          # white text in the margin
+    out = tmp_path / "classes.png"
+    assert main(["generate", "--ckpt", str(cond_run), "--classes", "--n", "3", "--out", str(out), "--scale", "1"]) == 0
+    classes = np.asarray(Image.open(out))
+    assert classes.shape[0] == 10 * 33 + 1 and classes.shape[1] > 3 * 33 + 1
+
+
+def test_sample_grid_rows_are_classes_and_columns_share_a_latent():
+    from ganfast.models import create
+    from ganfast.training.run import generate_images, sample_grid
+    G = create("cdcgan-32", seed=0, ngf=4, c_dim=3).G.eval()
+    with torch.no_grad():
+        G.norms[-1].bias.weight.normal_()                            # make the classes differ
+    grid = sample_grid(G, 4, ("a", "b", "c"), seed=5)               # 3 rows x 2 columns, names on the left
+    cells = grid[:, -(2 * 33 + 1):, 0]
+    assert cells.shape == (3 * 33 + 1, 2 * 33 + 1)
+    z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(5))
+    for row in range(3):
+        expected = image_grid(generate_images(G, 2, c=torch.full((2,), row), z=z), ncols=2)[:, :, 0]
+        assert np.array_equal(cells[row * 33:row * 33 + 34], expected)
+    unconditional = create("dcgan-32", seed=0, ngf=4).G
+    assert sample_grid(unconditional, 4, seed=5).shape == (2 * 33 + 1, 2 * 33 + 1, 1)
+
+
+def test_class_acc_refused_for_an_unconditional_model(run_dir, capsys):
+    assert main(["metrics", "--run", str(run_dir), "--metrics", "class_acc", "--n", "16"]) == 2
+    assert "unconditional" in capsys.readouterr().err
