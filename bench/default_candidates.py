@@ -5,7 +5,8 @@ Each candidate is a `ganfast train` command line (preset, model and training ove
 script runs them (`--parallel K` at a time, each with `--threads` torch threads), then reads each
 run directory and appends one row per metric evaluation to OUT (default
 bench/results/default_candidates.jsonl): the candidate, the images seen, the training wall time at
-that point (the run's own clock, metric evaluations excluded), and FID / KID / SWD (the shipped
+that point (the run's own clock since its first step: training, sample grids and the metric
+evaluations before it), and FID / KID / SWD (the shipped
 classifier's features) and class_acc for conditional models. `--collect DIR...` only reads run
 directories made earlier with the same flags.
 
@@ -39,7 +40,9 @@ CANDIDATES = {
     "cdcgan-32-b64": "cdcgan-32 --batch 64",
     "cdcgan-32-noema": "cdcgan-32 --ema-kimg 0",
     "cdcgan-32-ns": "cdcgan-32 --loss nonsaturating",
-    "cdcgan-32-ttur": "cdcgan-32 --set g_lr=1e-4,d_lr=4e-4,lr=null",
+    "cdcgan-32-ttur": "cdcgan-32 --set g_lr=1e-4,d_lr=4e-4",
+    "cgan-32-ema": "cgan-32 --ema-kimg 5 --set ema_rampup=0.1",
+    "cdcgan-32-ema2": "cdcgan-32 --ema-kimg 2",
     "sngan-32-cond-small": "sngan-32 --model c_dim=10,g_ch=16,d_ch=16,img_channels=1 --n-critic 2",
     "biggan-32-small": "biggan-32 --model g_ch=16,d_ch=16,img_channels=1 --n-critic 1",
     "sagan-32-small": "sagan-32 --model g_ch=16,d_ch=16,img_channels=1",
@@ -65,7 +68,10 @@ def read_rows(name: str, run: Path, label: str, threads: int) -> list[dict]:
     log = read_jsonl(run / "log.jsonl")
     config = json.loads((run / "run.json").read_text())
     rows = []
+    merged: dict[float, dict] = {}      # a later `ganfast metrics` row at the same kimg adds its keys
     for m in read_jsonl(run / "metrics.jsonl"):
+        merged.setdefault(round(m["kimg"], 3), {}).update({k: v for k, v in m.items() if k != "tag"})
+    for m in merged.values():
         # the run's clock at this evaluation: the 'time' of the last tick at or before it
         ticks = [r for r in log if r["kimg"] <= m["kimg"] + 1e-9]
         seconds = ticks[-1]["time"] if ticks else 0.0

@@ -48,11 +48,11 @@ class RunOptions:
     preset: str = DEFAULT_PRESET
     data: Optional[str] = None                 # None / "fashion-mnist": the built-in dataset
     out: str = "runs/default"
-    kimg: float = 16.0
+    kimg: float = 200.0                        # the default preset's budget: about 10 minutes on a 2-core CPU
     batch: int = 32
     batch_gpu: Optional[int] = None
-    snap_kimg: float = 8.0                     # checkpoint + metrics interval
-    tick_kimg: float = 1.0                     # log line + sample grid interval
+    snap_kimg: float = 25.0                    # checkpoint + metrics interval
+    tick_kimg: float = 5.0                     # log line + sample grid interval
     resume: Optional[str] = None               # None, "auto" or a checkpoint directory
     seed: int = 0
     device: Optional[str] = None               # None: cuda when available
@@ -253,6 +253,12 @@ def run_training(options: RunOptions) -> dict[str, Any]:
     ctx = init_distributed(options.device)
     allocator = tune_cpu_allocator() if ctx.device.type == "cpu" else None
     out = Path(options.out)
+    if options.resume is None and list_checkpoints(out):      # every rank: all of them must stop
+        # a fresh run here would mix its logs with the earlier run's and its checkpoints with older,
+        # higher-numbered ones (which `generate` / `--resume auto` would then pick)
+        raise ValueError(f"--out {str(out)!r} holds checkpoints of an earlier run (newest "
+                         f"{list_checkpoints(out)[-1].name}); pass --resume auto to continue it, or another "
+                         f"--out for a new run (nothing was changed)")
     preset, gan, dataset = _build(options)
     if options.metrics is None:
         options = dataclasses.replace(options, metrics=default_metrics(gan.G))

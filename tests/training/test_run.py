@@ -255,3 +255,14 @@ def test_sample_grid_rows_are_classes_and_columns_share_a_latent():
 def test_class_acc_refused_for_an_unconditional_model(run_dir, capsys):
     assert main(["metrics", "--run", str(run_dir), "--metrics", "class_acc", "--n", "16"]) == 2
     assert "unconditional" in capsys.readouterr().err
+
+
+def test_a_fresh_run_refuses_a_directory_with_checkpoints(run_dir, tmp_path, capsys):
+    import shutil
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    before = sorted(p.name for p in out.rglob("*"))
+    assert main(["train", "--out", str(out), "--no-progress", "--metrics", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume auto" in err and "ckpt-000000003" in err
+    assert sorted(p.name for p in out.rglob("*")) == before          # nothing written
