@@ -909,7 +909,11 @@ class Trainer:
         there = {k: v for k, v in (saved.get("training") or {}).items() if k not in free}
         diffs = [f"{k}: {there.get(k)!r} in the checkpoint, {here.get(k)!r} here"
                  for k in sorted(set(here) | set(there)) if here.get(k) != there.get(k)]
-        if saved.get("run", {}) != self.run_config:
+        saved_run = dict(saved.get("run", {}) or {})
+        here_run = dict(self.run_config)
+        if "class_names" not in saved_run:      # written before runs recorded their class names
+            here_run.pop("class_names", None)
+        if saved_run != here_run:
             diffs.append(f"run config {saved.get('run')!r} in the checkpoint, {self.run_config!r} here")
         if diffs:
             raise ValueError(f"Trainer.resume: {path} was written by a different run: " + "; ".join(diffs))

@@ -66,6 +66,24 @@ def test_resume_auto_continues_to_a_longer_budget(run_dir, tmp_path):
     assert list_checkpoints(out)[-1].name == "ckpt-000000005"
 
 
+def test_resume_a_checkpoint_written_before_runs_recorded_class_names(run_dir, tmp_path, capsys):
+    import shutil
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    for ckpt in list_checkpoints(out):
+        meta = json.loads((ckpt / "meta.json").read_text())
+        assert meta["config"]["run"].pop("class_names")[1] == "Trouser"
+        (ckpt / "meta.json").write_text(json.dumps(meta))
+    assert train(out, "--resume", "auto", "--kimg", "0.032") == 0
+    # a real difference in the run config is still refused
+    ckpt = list_checkpoints(out)[-1]
+    meta = json.loads((ckpt / "meta.json").read_text())
+    meta["config"]["run"]["xflip"] = True
+    (ckpt / "meta.json").write_text(json.dumps(meta))
+    assert train(out, "--resume", "auto", "--kimg", "0.04") == 2
+    assert "different run" in capsys.readouterr().err
+
+
 def _events(run_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
