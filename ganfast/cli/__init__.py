@@ -194,6 +194,9 @@ def _add_train(sub) -> None:
                    help="any other TrainingConfig field, e.g. --set r1_interval=8,replay_fraction=0.5,replay_size=512")
     p.add_argument("--model", type=_key_values, default={}, metavar="K=V,...",
                    help="preset builder overrides, e.g. --model channel_max=128")
+    p.add_argument("--stage-kimg", type=_float_above(0), default=None,
+                   help="growing presets (progan-*): thousands of images of fade-in and of stable training per "
+                        "stage (default: the paper's 600 at 256 px and above, 10 below)")
     p.add_argument("--metrics", default=None, help="comma-separated metrics at each snapshot (default swd,fid,kid, "
                    "and class_acc for a conditional model; 'none' for none; see `ganfast metrics -h`)")
     p.add_argument("--metrics-images", type=_int_at_least(2), default=d.metrics_images,
@@ -239,7 +242,7 @@ def _train(args) -> int:
                          workers=args.workers, metrics=_metric_names(args.metrics, args.parser),
                          metrics_images=args.metrics_images, inception_weights=args.inception_weights,
                          model_overrides=args.model, training_overrides=overrides, progress=args.progress,
-                         tensorboard=args.tensorboard)
+                         tensorboard=args.tensorboard, stage_kimg=args.stage_kimg)
     try:
         run_training(options)
     except (ValueError, FileNotFoundError) as e:
@@ -293,6 +296,8 @@ def _generate(args) -> int:
     else:
         images = generate_images(G, args.n, seed=args.seed, device=args.device, truncation=args.truncation)
         ncols = None
+    if images.shape[-1] != G.img_resolution:     # a growing G mid-run: shown at the final size
+        images = torch.nn.functional.interpolate(images, size=(G.img_resolution,) * 2, mode="nearest")
     grid = image_grid(images, ncols=ncols)
     if args.classes:      # each row named by its class (the run's class names; indices for older runs)
         names = ((meta.get("config") or {}).get("run") or {}).get("class_names") or []

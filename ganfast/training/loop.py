@@ -61,6 +61,7 @@ from ganfast.training.distributed import (DistributedContext, all_reduce_mean_, 
                                           use_cross_replica_batch_norm)
 from ganfast.training.ema import EMA, unwrap_model
 from ganfast.training.graphs import PhaseRunner, StaticInputs
+from ganfast.training.growing import GrowthSchedule, GrowthState, grow_reals
 from ganfast.training.optim import make_optimizer, step_unless
 from ganfast.training.regularizers import (LazySchedule, PathLengthRegularizer, dragan_penalty, gradient_penalty,
                                            lazy_optimizer_args, orthogonal_regularization, r1_penalty)
@@ -101,7 +102,11 @@ class TrainingConfig:
     twice, which torch.compile cannot, and run eagerly through the fused ops' double backward).
     cuda_graphs: capture each phase in a CUDA graph after a few eager warm-up calls and replay it
     (ganfast.training.graphs); needs a CUDA device, one process, amp 'none' or 'bf16', and none of
-    compile, loss 'began', experience replay.
+    compile, loss 'began', experience replay, growth.
+    drift_weight: ProGAN's drift term, drift_weight * mean(D(real)^2) added to D's loss (the paper's
+    epsilon_drift = 0.001 with WGAN-GP; 0: off).
+    growth: progressive growing (ganfast.training.growing): GrowthSchedule.to_list() stages; G and
+    D must have set_stage(resolution, alpha) (ganfast.models.progan); None: no growing.
     """
     loss: str = "nonsaturating"
     batch: int = 32
@@ -130,6 +135,8 @@ class TrainingConfig:
     began_lambda_k: float = 1e-3
     ema_kimg: float = 10.0
     ema_rampup: Optional[float] = 0.05
+    drift_weight: float = 0.0
+    growth: Optional[list] = None
     amp: str = "none"
     nan_to_num: bool = False
     max_bad_steps: int = 10
@@ -168,7 +175,7 @@ class TrainingConfig:
         if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
             bad("betas", "a pair of numbers in [0, 1)")
         for name in ("r1_gamma", "pl_weight", "ortho_beta", "aux_weight", "info_weight", "ema_kimg",
-                     "began_lambda_k"):
+                     "began_lambda_k", "drift_weight"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v >= 0):
                 bad(name, "a number >= 0")
@@ -188,6 +195,16 @@ class TrainingConfig:
             bad("label_smoothing", f"0 for loss {self.loss!r} (it smooths the sigmoid losses' real label)")
         if not isinstance(self.cuda_graphs, bool):
             bad("cuda_graphs", "True or False")
+        if self.growth is not None:
+            try:
+                GrowthSchedule.from_list(self.growth)
+            except ValueError as e:
+                raise ValueError(f"TrainingConfig: growth: {e}") from None
+            why = ("compile=True (every stage and alpha change would recompile)" if self.compile
+                   else "experience replay (old fakes have an earlier stage's resolution)" if self.replay_fraction > 0
+                   else "cuda_graphs=True (the shapes change from stage to stage)" if self.cuda_graphs else None)
+            if why:
+                raise ValueError(f"TrainingConfig: growth cannot be combined with {why}")
         if self.cuda_graphs:
             # what a captured phase cannot do: host-side bookkeeping on tensor values, or a second
             # graph machinery around the same modules
@@ -220,6 +237,8 @@ class TrainingConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
+        if self.growth is not None:
+            d["growth"] = GrowthSchedule.from_list(self.growth).to_list()     # every stage key, JSON types
         return d
 
     @classmethod
@@ -411,15 +430,19 @@ class Trainer:
         if cfg.pl_weight and not (hasattr(G, "mapping") and hasattr(G, "synthesis")):
             raise ValueError("Trainer: pl_weight > 0 needs a style-based G (with .mapping and .synthesis)")
 
-        world = ctx.world_size
-        if cfg.batch % world:
-            raise ValueError(f"Trainer: batch ({cfg.batch}) must be divisible by the number of processes ({world})")
-        self.local_batch = cfg.batch // world
-        self.batch_gpu = cfg.batch_gpu or self.local_batch
-        if self.local_batch % self.batch_gpu:
-            raise ValueError(f"Trainer: batch per process ({self.local_batch}) must be divisible by batch_gpu "
-                             f"({self.batch_gpu})")
-        self.num_accumulation = self.local_batch // self.batch_gpu
+        self.growth = GrowthSchedule.from_list(cfg.growth) if cfg.growth is not None else None
+        self.growth_state: Optional[GrowthState] = None
+        if self.growth is not None:
+            for name, net in (("G", G), ("D", D)):
+                if not callable(getattr(net, "set_stage", None)):
+                    raise ValueError(f"Trainer: growth needs a growing {name} (with set_stage(resolution, alpha), "
+                                     f"e.g. ganfast.models.progan); {type(net).__name__} has none")
+            if self.growth.final_resolution != getattr(G, "img_resolution", None):
+                raise ValueError(f"Trainer: the growth schedule ends at {self.growth.final_resolution}x"
+                                 f"{self.growth.final_resolution}, but G makes {getattr(G, 'img_resolution', None)}")
+            for stage in self.growth.stages:
+                self._batch_layout(stage.batch or cfg.batch)       # every stage's batch checked up front
+        self._set_batch(cfg.batch)
 
         if ctx.distributed:
             broadcast_module_(self.G, ctx)
@@ -437,7 +460,7 @@ class Trainer:
         self.pl = PathLengthRegularizer(cfg.pl_decay, cfg.pl_batch_shrink).to(self.device) if cfg.pl_weight else None
         self.began = L.BEGANLoss(cfg.began_gamma, cfg.began_lambda_k) if cfg.loss == "began" else None
         self.replay = ExperienceReplay(cfg.replay_size) if cfg.replay_fraction > 0 else None
-        self.ema = (EMA(self.G, cfg.ema_kimg, cfg.ema_rampup, batch_size=cfg.batch) if cfg.ema_kimg > 0 else None)
+        self.ema = (EMA(self.G, cfg.ema_kimg, cfg.ema_rampup, batch_size=self.batch) if cfg.ema_kimg > 0 else None)
         if ctx.distributed:
             # after the EMA's deep copy: a ProcessGroup cannot be deep-copied (and G_ema, in eval
             # mode, normalizes with running statistics, so it needs no group)
@@ -476,8 +499,53 @@ class Trainer:
         self.profile_phases = False
         if ctx.distributed:
             self._seed_global_rng()
+        self._apply_growth()
 
     # ---- set-up helpers ----
+
+    def _batch_layout(self, batch: int) -> tuple[int, int, int]:
+        """(local batch, batch_gpu, accumulation steps) of a global batch, checked."""
+        world = self.ctx.world_size
+        if batch % world:
+            raise ValueError(f"Trainer: batch ({batch}) must be divisible by the number of processes ({world})")
+        local = batch // world
+        batch_gpu = min(self.config.batch_gpu or local, local)
+        if local % batch_gpu:
+            raise ValueError(f"Trainer: batch per process ({local}) must be divisible by batch_gpu ({batch_gpu})")
+        return local, batch_gpu, local // batch_gpu
+
+    def _set_batch(self, batch: int) -> None:
+        """Make `batch` the global batch of the following steps (a growing run's stage may change it)."""
+        self.local_batch, self.batch_gpu, self.num_accumulation = self._batch_layout(batch)
+        self.batch = batch
+        if getattr(self, "ema", None) is not None:
+            self.ema.batch_size = batch
+
+    def _apply_growth(self) -> None:
+        """Growing runs: set the stage and alpha of the images seen so far on G, D and G's EMA; at a
+        new stage also its batch and learning rate (and fresh input buffers: the shapes change).
+        Host-side arithmetic on the image count only: nothing is read from the device."""
+        if self.growth is None:
+            return
+        state = self.growth.state_at(self.progress.cur_nimg)
+        if state == self.growth_state:
+            return
+        nets = [unwrap_model(self.G), unwrap_model(self.D)] + ([self.ema.module] if self.ema is not None else [])
+        for net in nets:
+            net.set_stage(state.resolution, state.alpha)
+        if self.growth_state is None or state.index != self.growth_state.index:
+            cfg, stage = self.config, self.growth.stages[state.index]
+            batch = stage.batch or cfg.batch
+            if batch != self.batch:
+                self._set_batch(batch)
+                self._batches = None               # the loader restarts at the same position with the new batch
+            for opt, base, interval in ((self.opt_G, cfg.g_lr or cfg.lr, cfg.pl_interval if self.pl_lazy else None),
+                                        (self.opt_D, cfg.d_lr or cfg.lr, cfg.r1_interval if self.r1_lazy else None)):
+                lr, _ = lazy_optimizer_args(stage.lr or base, cfg.betas, interval)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+            self._inputs = StaticInputs()          # a stage's inputs have its own shapes
+        self.growth_state = state
 
     def _optimizer(self, net: nn.Module, lr: float, lazy_interval: Optional[int]) -> torch.optim.Optimizer:
         cfg = self.config
@@ -507,7 +575,10 @@ class Trainer:
                                                num_workers=self._num_workers,
                                                pin_memory=self.device.type == "cuda")
         x, labels = next(self._batches)
-        self.progress.data_position += self.config.batch
+        self.progress.data_position += self.batch
+        if self.growth_state is not None:         # a growing run: the stage's resolution, faded in like G's output
+            x = grow_reals(x.to(self.device, self.dtype, non_blocking=True), self.growth_state.resolution,
+                           self.growth_state.alpha)
         self._inputs.fill("real", x, self.dtype, self.device)
         self._inputs.fill("c_real", labels if self.c_dim else None, device=self.device)
 
@@ -515,7 +586,7 @@ class Trainer:
         """Draw this process's share of a global batch of latents (and fake labels / InfoGAN codes)
         into the static inputs 'z' / 'c_fake' / 'codes', from the trainer's generator on the
         device, so every process (of one device type) draws the same global batch."""
-        B, b, r = self.config.batch, self.local_batch, self.ctx.rank
+        B, b, r = self.batch, self.local_batch, self.ctx.rank
         part = slice(r * b, (r + 1) * b)
         z = torch.randn(B, self.z_dim, generator=self.latents, device=self.device)[part]
         c = torch.randint(self.c_dim, (B,), generator=self.latents, device=self.device)[part] if self.c_dim else None
@@ -641,6 +712,9 @@ class Trainer:
                 real_logits, aux_real = D.forward_aux(real, cr)
                 fake_logits, aux_fake = D.forward_aux(fake, cf)
             loss = L.d_loss(cfg.base_loss, real_logits, fake_logits, real_label=1.0 - cfg.label_smoothing)
+            if cfg.drift_weight:                # ProGAN: keeps D's output near 0 (WGAN-GP has no other anchor)
+                stats["drift"] = real_logits.float().square().mean()
+                loss = loss + cfg.drift_weight * stats["drift"]
             if r1_every_step:
                 loss = loss + (cfg.r1_gamma / 2) * stats["r1"]
             if cfg.penalty_weight:
@@ -739,6 +813,7 @@ class Trainer:
         (phases skipped for non-finite values this step), averaged over the processes, on the
         device until read. The step itself makes no host synchronization (but for amp='fp16')."""
         cfg, p = self.config, self.progress
+        self._apply_growth()
         self._step_bad.zero_()
         parts: dict[str, list] = {}            # phase -> [stat names, values] summed over its calls this step
 
@@ -759,14 +834,14 @@ class Trainer:
             if self.r1_lazy and self.r1_schedule.due(p.d_steps):
                 run("D reg")
             p.d_steps += 1
-            p.cur_nimg += cfg.batch
+            p.cur_nimg += self.batch
         self._next_latents()
         run("G main")
         if self.pl is not None and self.pl_schedule.due(p.step):
             run("G reg")
         host = {}
         if self.ema is not None:
-            host["ema_beta"] = self.ema.beta(p.cur_nimg, cfg.batch)
+            host["ema_beta"] = self.ema.beta(p.cur_nimg, self.batch)
             self._inputs.fill_scalar("ema_beta", host["ema_beta"], torch.float64, self.device)
             run("EMA")
         p.step += 1
@@ -858,7 +933,10 @@ class Trainer:
         return objects
 
     def _full_config(self) -> dict:
-        return {"training": self.config.to_dict(), "run": self.run_config, "world_size": self.ctx.world_size}
+        full = {"training": self.config.to_dict(), "run": self.run_config, "world_size": self.ctx.world_size}
+        if self.growth is not None:      # where the run continues (informational: it follows from the image count)
+            full["growth_state"] = dataclasses.asdict(self.growth.state_at(self.progress.cur_nimg))
+        return full
 
     def save(self) -> Optional[Path]:
         """Write a checkpoint of the current state (rank 0 writes; every rank waits for it)."""
@@ -899,6 +977,8 @@ class Trainer:
             runner.reset()
         if self.ctx.distributed:
             self._seed_global_rng()
+        self.growth_state = None                   # the stage of the resumed image count, set afresh
+        self._apply_growth()
         self.last_checkpoint = path
         self._saved_step = self.progress.step
         return path
@@ -936,10 +1016,9 @@ class Trainer:
         if snap_steps is not None and (isinstance(snap_steps, bool) or not isinstance(snap_steps, int)
                                        or snap_steps < 1):
             raise ValueError(f"Trainer.train: snap_steps must be an int >= 1 or None, got {snap_steps!r}")
-        per_step = self.config.batch * self.config.n_critic
-        total = steps if steps is not None else math.ceil(kimg * 1000 / per_step)
         stats: Mapping[str, float] = {}
-        while self.progress.step < total:
+        nimg = None if kimg is None else kimg * 1000
+        while (self.progress.step < steps) if steps is not None else (self.progress.cur_nimg < nimg):
             stats = self.step()
             if callback is not None:
                 callback(self, stats)

@@ -69,6 +69,7 @@ class RunOptions:
     training_overrides: dict = field(default_factory=dict)   # TrainingConfig fields
     progress: bool = True
     tensorboard: Optional[bool] = None         # None: when installed; False: off; True: required
+    stage_kimg: Optional[float] = None         # growing presets: fade-in and stable kimg per stage (None: the recipe's)
 
 
 class _TensorBoard:
@@ -170,12 +171,15 @@ def sample_grid(G, n: int, class_names: Sequence[str] = (), seed: int = 0, devic
     are no names). Fixed latents (seed), so grids of one run compare tick to tick."""
     c_dim = getattr(G, "c_dim", 0)
     cols = math.ceil(math.sqrt(n))
+    full = getattr(G, "img_resolution", None)
     if not c_dim or c_dim > MAX_CLASS_ROWS:
-        return image_grid(generate_images(G, n, seed=seed, device=device))
+        images = generate_images(G, n, seed=seed, device=device)
+        return image_grid(_full_resolution(images, full) if full else images)
     c = torch.arange(c_dim).repeat_interleave(cols)
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(cols, G.z_dim, generator=gen).repeat(c_dim, 1)     # column j: one latent for every class
-    grid = image_grid(generate_images(G, c.numel(), device=device, c=c, z=z), ncols=cols)
+    images = generate_images(G, c.numel(), device=device, c=c, z=z)
+    grid = image_grid(_full_resolution(images, full) if full else images, ncols=cols)
     names = [str(class_names[k]) if k < len(class_names) else str(k) for k in range(c_dim)]
     return label_rows(grid, names)
 
@@ -197,7 +201,7 @@ def evaluate_generator(G, dataset, names: Sequence[str], n: int, seed: int = 0, 
         raise ValueError("metrics: class_acc measures a conditional generator; this one is unconditional (c_dim=0)")
     labels = torch.arange(n) % c_dim if c_dim else None
     real = reals if reals is not None else real_images(dataset, n, seed=seed + 1)
-    fake = generate_images(G, n, seed=seed + 2, device=device, c=labels)
+    fake = _full_resolution(generate_images(G, n, seed=seed + 2, device=device, c=labels), real.shape[-1])
     if fake.shape[1] != real.shape[1]:
         raise ValueError(f"evaluate_generator: G makes {fake.shape[1]}-channel images, the data has {real.shape[1]}")
     return compute_metrics(list(names), real, fake, inception_weights=inception_weights, seed=seed,
@@ -224,8 +228,21 @@ def _training_config(options: RunOptions, family: str, resolution: int) -> Train
     fields = recipe_for(family, resolution, options.batch)
     fields.update(batch=options.batch, batch_gpu=options.batch_gpu, amp=options.amp, compile=options.compile,
                   cuda_graphs=options.cuda_graphs, seed=options.seed)
+    if options.stage_kimg is not None:
+        if "growth" not in fields:
+            raise ValueError(f"--stage-kimg: preset family {family!r} does not grow (progan presets do)")
+        from ganfast.training.recipes import growth_for
+        fields["growth"] = growth_for(resolution, options.stage_kimg).to_list()
     fields.update(options.training_overrides)
     return TrainingConfig(**fields)
+
+
+def _full_resolution(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """A growing G's images at its current stage, upscaled (nearest) to the final resolution, so
+    grids and metrics of every stage compare with each other and with the data."""
+    if images.shape[-1] == resolution:
+        return images
+    return torch.nn.functional.interpolate(images, size=(resolution, resolution), mode="nearest")
 
 
 def _check_resume_preset(path: Path, options: RunOptions) -> None:
@@ -290,6 +307,8 @@ def run_training(options: RunOptions) -> dict[str, Any]:
               f"({len(dataset):,} images, {dataset.channels}x{gan.img_resolution}x{gan.img_resolution}); "
               f"{options.kimg} kimg, batch {config.batch}, {config.loss} loss, amp {config.amp}, "
               f"{ctx.world_size} process(es) on {ctx.device}; run dir {out}"
+              + (f"; growing {' -> '.join(str(s.resolution) for s in trainer.growth.stages)} "
+                 f"({trainer.growth.total_kimg:g} kimg to the last stage's end)" if trainer.growth else "")
               + (f"; resumed from {resumed}" if resumed else ""))
 
     if resumed and ctx.is_main:     # drop what a killed run logged after the checkpoint it resumes from
@@ -313,6 +332,8 @@ def run_training(options: RunOptions) -> dict[str, Any]:
                                     device=ctx.device, inception_weights=options.inception_weights, reals=reals)
         row = {"kimg": trainer.progress.cur_nimg / 1000, "step": trainer.progress.step, "tag": tag, **values,
                "seconds": round(time.time() - t0, 2)}
+        if trainer.growth_state is not None:
+            row.update(resolution=trainer.growth_state.resolution, alpha=trainer.growth_state.alpha)
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         board.scalars("Metrics", values, trainer.progress.cur_nimg)
@@ -363,6 +384,9 @@ def run_training(options: RunOptions) -> dict[str, Any]:
                 row = {"kimg": cur / 1000, "step": trainer.progress.step,
                        "sec_per_kimg": elapsed / max(cur - tick_nimg_start, 1) * 1000,
                        "time": round(time.time() - run_start, 2), **means}
+                if trainer.growth_state is not None:      # the stage the tick's last step trained
+                    row.update(resolution=trainer.growth_state.resolution, alpha=trainer.growth_state.alpha,
+                               batch=trainer.batch)
                 if ctx.is_main:
                     with open(out / "log.jsonl", "a") as f:
                         f.write(json.dumps(row) + "\n")
