@@ -332,9 +332,11 @@ def _metrics(args) -> int:
         args.parser.error("--metrics: name at least one metric")
     try:
         G, meta = load_generator(args.run, device=args.device)
-        if names is None:
-            names = ("swd", "fid", "kid", "pr") + (("class_acc",) if G.c_dim else ())
         run = meta["config"]["run"]
+        if names is None:
+            from ganfast.training.run import default_metrics
+            chosen = default_metrics(G, run.get("data"))
+            names = chosen[:3] + ("pr",) + chosen[3:]          # swd, fid, kid, pr (, class_acc)
         dataset = open_dataset(run.get("data"), resolution=G.img_resolution, channels=G.img_channels,
                                xflip=run.get("xflip", False))
         values = evaluate_generator(G, dataset, names, args.n, seed=args.seed, device=args.device,

@@ -284,3 +284,19 @@ def test_a_fresh_run_refuses_a_directory_with_checkpoints(run_dir, tmp_path, cap
     err = capsys.readouterr().err
     assert "--resume auto" in err and "ckpt-000000003" in err
     assert sorted(p.name for p in out.rglob("*")) == before          # nothing written
+
+
+def test_metrics_command_defaults_for_a_conditional_run(cond_run, capsys):
+    assert main(["metrics", "--run", str(cond_run), "--n", "20"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert {"swd_avg", "fid", "kid", "precision", "recall", "class_acc", "class_acc_min"} <= set(row)
+
+
+def test_default_metrics_add_class_acc_only_for_fashion_mnist_classes():
+    from ganfast.models import create
+    from ganfast.training.run import default_metrics
+    G10 = create("cdcgan-32", ngf=4).G
+    assert default_metrics(G10) == default_metrics(G10, "fashion-mnist") == ("swd", "fid", "kid", "class_acc")
+    assert default_metrics(G10, "my_images/") == ("swd", "fid", "kid")          # not the classifier's labels
+    assert default_metrics(create("cdcgan-32", ngf=4, c_dim=3).G) == ("swd", "fid", "kid")
+    assert default_metrics(create("dcgan-32", ngf=4).G) == ("swd", "fid", "kid")
