@@ -274,6 +274,17 @@ def select(op: str, tensors: Iterable[Optional[torch.Tensor]], backend: Optional
     if backend is None:
         stack = _local.__dict__.get("stack")
         backend = stack[-1] if stack else _env_backend
+    if torch.compiler.is_compiling():
+        # traced: decided once at trace time and baked into the graph as a constant (a cache miss
+        # would import the extension, which dynamo cannot trace, and a cache hit would make dynamo
+        # guard on the cache's contents); support depends only on devices and dtypes
+        present = [t for t in tensors if t is not None]
+        return _select_constant(op, backend, str(present[0].device),
+                                ",".join(str(t.dtype).removeprefix("torch.") for t in present))
+    return _select_cached(op, tensors, backend)
+
+
+def _select_cached(op: str, tensors: Iterable[Optional[torch.Tensor]], backend: Optional[str]) -> str:
     key = [op, backend]
     device = None
     for t in tensors:
@@ -289,6 +300,15 @@ def select(op: str, tensors: Iterable[Optional[torch.Tensor]], backend: Optional
         requested = requested_backend(backend)
         name = _choices[key] = _choose(op, tensors, requested, _signature(tensors))
     return name
+
+
+@torch.compiler.assume_constant_result
+def _select_constant(op: str, backend: Optional[str], device: str, dtypes: str) -> str:
+    """select() for a traced call, from plain values: empty stand-in tensors of the call's device
+    and dtypes (support depends on nothing else). Runs eagerly while torch.compile traces."""
+    device = torch.device(device)
+    stand_ins = [torch.empty(0, device=device, dtype=getattr(torch, d)) for d in dtypes.split(",")]
+    return _select_cached(op, stand_ins, backend)
 
 
 def _choose(op: str, tensors: list, requested: Optional[str], sig: tuple) -> str:
