@@ -42,6 +42,7 @@ CANDIDATES = {
     "cdcgan-32-ns": "cdcgan-32 --loss nonsaturating",
     "cdcgan-32-ttur": "cdcgan-32 --set g_lr=1e-4,d_lr=4e-4",
     "cdcgan-32-dlr4": "cdcgan-32 --set g_lr=2e-4,d_lr=4e-4",
+    "cdcgan-32-bnd-ns": "cdcgan-32 --model d_norm=bn --loss nonsaturating",
     "cgan-32-ema": "cgan-32 --ema-kimg 5 --set ema_rampup=0.1",
     "cdcgan-32-ema2": "cdcgan-32 --ema-kimg 2",
     "sngan-32-cond-small": "sngan-32 --model c_dim=10,g_ch=16,d_ch=16,img_channels=1 --n-critic 2",

@@ -32,7 +32,7 @@ from ganfast.models.common import check_images, check_latent, labels_to_onehot
 from ganfast.models.dcgan import (INIT_STD, LRELU_SLOPE, check_positive_int, check_resolution, stage_channels,
                                   stage_resolutions)
 from ganfast.models.registry import register_preset
-from ganfast.nn import BiasAct, ConditionalBatchNorm2d, SNConv2d, SNEmbedding, SNLinear
+from ganfast.nn import BatchNormAct2d, BiasAct, ConditionalBatchNorm2d, SNConv2d, SNEmbedding, SNLinear
 
 __all__ = ["CDCGANGenerator", "CDCGANDiscriminator", "build_cdcgan"]
 
@@ -94,24 +94,47 @@ class CDCGANGenerator(nn.Module):
                 f"img_channels={self.img_channels}, ngf={self.ngf}")
 
 
-class CDCGANDiscriminator(nn.Module):
-    """D(img [N, img_channels, R, R], c) -> logits [N]. c required."""
+D_NORMS = ("sn", "bn")
 
-    def __init__(self, c_dim: int = 10, img_resolution: int = 32, img_channels: int = 1, ndf: int = 64):
+
+class CDCGANDiscriminator(nn.Module):
+    """D(img [N, img_channels, R, R], c) -> logits [N]. c required.
+
+    d_norm "sn" (default): spectral norm on every layer, no batch norm. "bn": DCGAN's D instead
+    (plain bias-free convolutions, batch norm + LeakyReLU after all but the first, through
+    BatchNormAct2d), with a plain linear and embedding for the logit and the projection."""
+
+    def __init__(self, c_dim: int = 10, img_resolution: int = 32, img_channels: int = 1, ndf: int = 64,
+                 d_norm: str = "sn"):
         super().__init__()
         who = type(self).__name__
         self.c_dim = _check_classes(who, c_dim)
         self.img_resolution = check_resolution(who, img_resolution)
         self.img_channels = check_positive_int(who, "img_channels", img_channels)
         self.ndf = check_positive_int(who, "ndf", ndf)
+        if d_norm not in D_NORMS:
+            raise ValueError(f"{who}: d_norm must be one of {D_NORMS}, got {d_norm!r}")
+        self.d_norm = d_norm
         channels = [stage_channels(ndf, img_resolution, r) for r in stage_resolutions(img_resolution)[::-1]]
         ins = [img_channels] + channels[:-1]
-        self.convs = nn.ModuleList(SNConv2d(i, o, 4, 2, 1) for i, o in zip(ins, channels))
-        self.acts = nn.ModuleList(BiasAct(o, act="lrelu", bias=False, alpha=LRELU_SLOPE, gain=1.0) for o in channels)
         features = channels[-1] * 16
-        self.linear = SNLinear(features, 1)
-        self.embed = SNEmbedding(c_dim, features)
+        if d_norm == "sn":
+            self.convs = nn.ModuleList(SNConv2d(i, o, 4, 2, 1) for i, o in zip(ins, channels))
+            self.acts = nn.ModuleList(BiasAct(o, act="lrelu", bias=False, alpha=LRELU_SLOPE, gain=1.0)
+                                      for o in channels)
+            self.linear = SNLinear(features, 1)
+            self.embed = SNEmbedding(c_dim, features)
+        else:
+            self.convs = nn.ModuleList(nn.Conv2d(i, o, 4, 2, 1, bias=k == 0) for k, (i, o) in enumerate(zip(ins, channels)))
+            self.acts = nn.ModuleList([BiasAct(channels[0], act="lrelu", bias=False, alpha=LRELU_SLOPE, gain=1.0)]
+                                      + [BatchNormAct2d(o, act="lrelu") for o in channels[1:]])
+            self.linear = nn.Linear(features, 1)
+            self.embed = nn.Embedding(c_dim, features)
         _init(self)
+        for m in self.modules():            # DCGAN's batch-norm init: gamma N(1, 0.02), beta 0
+            if isinstance(m, nn.BatchNorm2d):
+                nn.init.normal_(m.weight, 1.0, INIT_STD)
+                nn.init.zeros_(m.bias)
 
     def forward(self, img: torch.Tensor, c: Optional[torch.Tensor] = None) -> torch.Tensor:
         who = type(self).__name__
@@ -126,13 +149,13 @@ class CDCGANDiscriminator(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"c_dim={self.c_dim}, img_resolution={self.img_resolution}, img_channels={self.img_channels}, "
-                f"ndf={self.ndf}")
+                f"ndf={self.ndf}, d_norm={self.d_norm!r}")
 
 
 def build_cdcgan(resolution: int = 32, img_channels: int = 1, z_dim: int = 128, ngf: int = 64, ndf: int = 64,
-                 c_dim: int = 10) -> tuple[nn.Module, nn.Module]:
+                 c_dim: int = 10, d_norm: str = "sn") -> tuple[nn.Module, nn.Module]:
     return (CDCGANGenerator(c_dim, z_dim, resolution, img_channels, ngf),
-            CDCGANDiscriminator(c_dim, resolution, img_channels, ndf))
+            CDCGANDiscriminator(c_dim, resolution, img_channels, ndf, d_norm))
 
 
 register_preset(

@@ -44,6 +44,7 @@ def test_preset_parameter_counts():
 @pytest.mark.parametrize("kwargs, arg", [
     (dict(c_dim=1), "c_dim"), (dict(c_dim=0), "c_dim"), (dict(c_dim=2.0), "c_dim"), (dict(z_dim=0), "z_dim"),
     (dict(resolution=24), "resolution"), (dict(ngf=0), "ngf"), (dict(ndf=-1), "ndf"), (dict(img_channels=0), "img_channels"),
+    (dict(d_norm="ln"), "d_norm"),
 ])
 def test_bad_constructor_args_raise(kwargs, arg):
     with pytest.raises(ValueError, match=arg):
@@ -113,14 +114,25 @@ def test_generator_fast_matches_reference(training):
     assert_fast_matches_reference(small().G.train(training), _run_generator)
 
 
+def test_batch_norm_discriminator_variant():
+    """d_norm='bn': DCGAN's D (batch norm, no spectral norm) with the same projection head."""
+    D = create("cdcgan-32", seed=0, d_norm="bn").D
+    # the SN variant's 701,889 - 256 - 128 (the biases of convs 2 and 3) + 2 x (128 + 256) (BN gamma, beta)
+    assert count_parameters(D) == 701_889 - 384 + 768
+    assert not any(isinstance(m, SNConv2d) for m in D.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in D.modules()) == 2
+
+
 @needs_cpu_ext
+@pytest.mark.parametrize("d_norm", ["sn", "bn"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_discriminator_fast_matches_reference(training):
-    assert_fast_matches_reference(small().D.train(training), _run_discriminator)
+def test_discriminator_fast_matches_reference(training, d_norm):
+    assert_fast_matches_reference(small(d_norm=d_norm).D.train(training), _run_discriminator)
 
 
 @needs_cpu_ext
-def test_r1_double_backward_fast_matches_reference():
+@pytest.mark.parametrize("d_norm", ["sn", "bn"])
+def test_r1_double_backward_fast_matches_reference(d_norm):
     def run(m, dtype):
         return {"r1": r1_penalty(m, randn(3, 3, 16, 16, dtype=dtype), LABELS)}
-    assert_fast_matches_reference(small().D, run)
+    assert_fast_matches_reference(small(d_norm=d_norm).D, run)
