@@ -154,7 +154,7 @@ def _add_train(sub) -> None:
     d = RunOptions()
     p = sub.add_parser(
         "train", help="train a GAN (default: a class-conditional DCGAN, cdcgan-32, on the built-in Fashion-MNIST, "
-                      "about 10 min on a 2-core CPU)",
+                      "about 8 min on a 2-core CPU)",
         description="Train a model preset on a dataset with its family's recipe (losses, regularizers, EMA); "
                     "writes a progress log, sample grids, checkpoints, metrics and curves to --out. Several "
                     "processes: launch with torchrun (see the README).")

@@ -48,7 +48,7 @@ class RunOptions:
     preset: str = DEFAULT_PRESET
     data: Optional[str] = None                 # None / "fashion-mnist": the built-in dataset
     out: str = "runs/default"
-    kimg: float = 200.0                        # the default preset's budget: about 10 minutes on a 2-core CPU
+    kimg: float = 200.0                        # the default preset's budget: about 8 minutes on a 2-core CPU
     batch: int = 32
     batch_gpu: Optional[int] = None
     snap_kimg: float = 25.0                    # checkpoint + metrics interval
