@@ -222,3 +222,6 @@ def test_a_short_progan_run_grows_to_32_and_its_metrics_fall(tmp_path):
     assert config["loss"] == "wgan-gp" and config["drift_weight"] == 0.001
     assert [s["resolution"] for s in config["growth"]] == [4, 8, 16, 32]
     assert all(s["fade_kimg"] == 0.4 for s in config["growth"][1:])
+    # `ganfast generate` on its checkpoint: the stage comes back from the checkpoint's buffers
+    assert main(["generate", "--ckpt", str(out), "--n", "4", "--out", str(tmp_path / "g.png"), "--scale", "1"]) == 0
+    assert np.asarray(Image.open(tmp_path / "g.png")).shape == (2 * 33 + 1, 2 * 33 + 1)
