@@ -313,3 +313,26 @@ def test_overhead_composite_check_catches_a_wrong_composite(monkeypatch, tmp_pat
     with pytest.raises(AssertionError, match="bias_act"):
         mod.main(["--ops", "bias_act", "--repeats", "1", "--calls", "1", "--out", str(out)])
     assert not out.exists()
+
+
+def test_default_candidates_collects_rows_from_a_run(tmp_path):
+    """bench/default_candidates.py: a row per metric evaluation with the run's clock, FID / KID /
+    SWD and class_acc; every candidate's command is a valid `ganfast train` line."""
+    from ganfast.cli import build_parser, main as cli
+    mod = _bench_script("default_candidates")
+    run = tmp_path / "run"
+    assert cli(["train", "--out", str(run), "--model", "ngf=4,ndf=4", "--kimg", "0.016", "--batch", "8",
+                "--tick", "0.008", "--snap", "0.008", "--metrics-images", "20", "--no-progress",
+                "--no-tensorboard"]) == 0
+    out = tmp_path / "rows.jsonl"
+    assert mod.main(["--collect", f"cdcgan-32={run}", "--out", str(out), "--threads", "1"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["kimg"] for r in rows] == [0.0, 0.008, 0.016]
+    assert rows[0]["train_seconds"] == 0.0 and rows[-1]["train_seconds"] > 0
+    assert all({"fid", "kid", "swd_avg", "class_acc"} <= set(r) and r["preset"] == "cdcgan-32" for r in rows)
+    parser = build_parser()
+    for name in mod.CANDIDATES:                # each command parses as `ganfast train` arguments
+        argv = mod.command(name, tmp_path / name, 1.0, 1.0, "")
+        parser.parse_args(argv[argv.index("train"):])
+    with pytest.raises(SystemExit, match="unknown candidate"):
+        mod.command("nope-32", tmp_path, 1.0, 1.0, "")
