@@ -65,8 +65,8 @@ def read_rows(name: str, run: Path, label: str, threads: int) -> list[dict]:
     from ganfast.bench.environment import environment
     from ganfast.training.visualize import read_jsonl
     import torch
-    torch.set_num_threads(threads)
     env = environment(torch.device("cpu"))
+    env["machine"]["torch_threads"] = threads          # what the runs used (OMP_NUM_THREADS), not this process
     log = read_jsonl(run / "log.jsonl")
     config = json.loads((run / "run.json").read_text())
     rows = []
