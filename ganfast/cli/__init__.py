@@ -272,7 +272,7 @@ def _add_generate(sub) -> None:
 def _generate(args) -> int:
     import torch
 
-    from ganfast.training.run import generate_images, load_generator
+    from ganfast.training.run import full_resolution, generate_images, load_generator
     from ganfast.training.visualize import image_grid, label_rows, save_grid_png
     try:
         G, meta = load_generator(args.ckpt, device=args.device)
@@ -296,9 +296,7 @@ def _generate(args) -> int:
     else:
         images = generate_images(G, args.n, seed=args.seed, device=args.device, truncation=args.truncation)
         ncols = None
-    if images.shape[-1] != G.img_resolution:     # a growing G mid-run: shown at the final size
-        images = torch.nn.functional.interpolate(images, size=(G.img_resolution,) * 2, mode="nearest")
-    grid = image_grid(images, ncols=ncols)
+    grid = image_grid(full_resolution(images, G.img_resolution), ncols=ncols)   # a growing G mid-run: final size
     if args.classes:      # each row named by its class (the run's class names; indices for older runs)
         names = ((meta.get("config") or {}).get("run") or {}).get("class_names") or []
         grid = label_rows(grid, [str(names[k]) if k < len(names) else str(k) for k in range(G.c_dim)])

@@ -36,7 +36,7 @@ from ganfast.training.recipes import recipe_for
 from ganfast.training.visualize import image_grid, label_rows, read_jsonl, save_curves, save_grid_png
 
 __all__ = ["RunOptions", "DEFAULT_PRESET", "run_training", "load_generator", "evaluate_generator", "real_images",
-           "generate_images", "default_metrics", "sample_grid"]
+           "generate_images", "default_metrics", "sample_grid", "full_resolution"]
 
 DEFAULT_PRESET = "cdcgan-32"
 PathLike = Union[str, Path]
@@ -174,12 +174,12 @@ def sample_grid(G, n: int, class_names: Sequence[str] = (), seed: int = 0, devic
     full = getattr(G, "img_resolution", None)
     if not c_dim or c_dim > MAX_CLASS_ROWS:
         images = generate_images(G, n, seed=seed, device=device)
-        return image_grid(_full_resolution(images, full) if full else images)
+        return image_grid(full_resolution(images, full))
     c = torch.arange(c_dim).repeat_interleave(cols)
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(cols, G.z_dim, generator=gen).repeat(c_dim, 1)     # column j: one latent for every class
     images = generate_images(G, c.numel(), device=device, c=c, z=z)
-    grid = image_grid(_full_resolution(images, full) if full else images, ncols=cols)
+    grid = image_grid(full_resolution(images, full), ncols=cols)
     names = [str(class_names[k]) if k < len(class_names) else str(k) for k in range(c_dim)]
     return label_rows(grid, names)
 
@@ -203,7 +203,7 @@ def evaluate_generator(G, dataset, names: Sequence[str], n: int, seed: int = 0, 
         raise ValueError("metrics: class_acc measures a conditional generator; this one is unconditional (c_dim=0)")
     labels = torch.arange(n) % c_dim if c_dim else None
     real = reals if reals is not None else real_images(dataset, n, seed=seed + 1)
-    fake = _full_resolution(generate_images(G, n, seed=seed + 2, device=device, c=labels), real.shape[-1])
+    fake = full_resolution(generate_images(G, n, seed=seed + 2, device=device, c=labels), real.shape[-1])
     if fake.shape[1] != real.shape[1]:
         raise ValueError(f"evaluate_generator: G makes {fake.shape[1]}-channel images, the data has {real.shape[1]}")
     return compute_metrics(list(names), real, fake, inception_weights=inception_weights, seed=seed,
@@ -239,10 +239,11 @@ def _training_config(options: RunOptions, family: str, resolution: int) -> Train
     return TrainingConfig(**fields)
 
 
-def _full_resolution(images: torch.Tensor, resolution: int) -> torch.Tensor:
+def full_resolution(images: torch.Tensor, resolution: Optional[int]) -> torch.Tensor:
     """A growing G's images at its current stage, upscaled (nearest) to the final resolution, so
-    grids and metrics of every stage compare with each other and with the data."""
-    if images.shape[-1] == resolution:
+    grids and metrics of every stage compare with each other and with the data (unchanged when
+    they have it already, or resolution is None)."""
+    if resolution is None or images.shape[-1] == resolution:
         return images
     return torch.nn.functional.interpolate(images, size=(resolution, resolution), mode="nearest")
 
