@@ -9,6 +9,9 @@
   spills per kernel (tools/check_cuda_build.sh reads them with tools/cuda_resources.py).
 - ``GANFAST_CPU_ARCH`` sets ``-march=`` for the CPU extension (default "native": the extension is
   built on the machine that runs it; set "x86-64-v2" or similar for a portable wheel).
+- ``GANFAST_EXTRA_CFLAGS`` / ``GANFAST_EXTRA_LDFLAGS`` (space-separated) go last on the CPU
+  extension's compile / link lines, so they override the defaults (tools/asan_check.sh builds with
+  ``-fsanitize=address -O1`` this way).
 
 A failed optional build never fails the install: the reason is written to
 ``ganfast/_build_info.json`` beside the extensions and ``ganfast info`` shows it.
@@ -71,12 +74,14 @@ def _plan_extensions():
     cxx_flags = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
     if march:
         cxx_flags.append(f"-march={march}")
+    cxx_flags += os.environ.get("GANFAST_EXTRA_CFLAGS", "").split()
+    cpu_link_flags = ["-fopenmp"] + os.environ.get("GANFAST_EXTRA_LDFLAGS", "").split()
     if _env_flag("GANFAST_SKIP_CPU_EXT"):
         info["cpu"]["reason"] = "skipped: GANFAST_SKIP_CPU_EXT=1 at install time"
     else:
         exts.append(cpp_extension.CppExtension(
             "ganfast._C", cpu_sources, include_dirs=common_inc,
-            extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"]))
+            extra_compile_args={"cxx": cxx_flags}, extra_link_args=cpu_link_flags))
         info["cpu"]["sources"] = cpu_sources
 
     force_cuda = _env_flag("GANFAST_FORCE_CUDA")
