@@ -140,17 +140,22 @@ class PathLengthRegularizer(nn.Module):
     to w, averaged over the num_ws copies) is pushed toward its running mean pl_mean, so that a
     fixed-size step in w moves the image by a fixed amount. The batch is cut to N // batch_shrink
     (at least 1) to save time, as StyleGAN2 does. pl_mean is a buffer (saved in the state dict).
+    mean_in_graph=True (the default) differentiates the penalty through this step's update of
+    pl_mean, as NVIDIA's StyleGAN2Loss does (pl_mean = pl_mean_buffer.lerp(mean length, decay),
+    not detached); False treats the updated pl_mean as a constant. The two gradients differ by the
+    term through pl_mean, -(2 decay / M) mean_j (L_j - pl_mean) for every length L_i: about 1% of
+    the gradient early in training, while the lengths are far from their running mean.
     The ws come straight from G.mapping (no style mixing), and a G in training mode updates its
     w average during this pass as during any other.
     """
 
-    def __init__(self, decay: float = 0.01, batch_shrink: int = 2):
+    def __init__(self, decay: float = 0.01, batch_shrink: int = 2, mean_in_graph: bool = True):
         super().__init__()
         if not 0 < decay <= 1:
             raise ValueError(f"PathLengthRegularizer: decay must be in (0, 1], got {decay!r}")
         if isinstance(batch_shrink, bool) or not isinstance(batch_shrink, int) or batch_shrink < 1:
             raise ValueError(f"PathLengthRegularizer: batch_shrink must be an int >= 1, got {batch_shrink!r}")
-        self.decay, self.batch_shrink = float(decay), batch_shrink
+        self.decay, self.batch_shrink, self.mean_in_graph = float(decay), batch_shrink, bool(mean_in_graph)
         self.register_buffer("pl_mean", torch.zeros([]))
 
     def penalty(self, G: nn.Module, z: torch.Tensor, c: Optional[torch.Tensor] = None
@@ -180,13 +185,14 @@ class PathLengthRegularizer(nn.Module):
         noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
         grad, = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
         lengths = _at_least_fp32(grad).square().sum(2).mean(1).sqrt()                          # [n]
+        pl_mean = self.pl_mean.to(lengths.dtype).lerp(lengths.mean(), self.decay)
         with torch.no_grad():
-            self.pl_mean.copy_(self.pl_mean.lerp(lengths.mean().to(self.pl_mean.dtype), self.decay))
-        penalty = (lengths - self.pl_mean.to(lengths.dtype)).square().mean()
+            self.pl_mean.copy_(pl_mean)
+        penalty = (lengths - (pl_mean if self.mean_in_graph else pl_mean.detach())).square().mean()
         return penalty, lengths.detach()
 
     def extra_repr(self) -> str:
-        return f"decay={self.decay}, batch_shrink={self.batch_shrink}"
+        return f"decay={self.decay}, batch_shrink={self.batch_shrink}, mean_in_graph={self.mean_in_graph}"
 
 
 def _lazy_ratio(interval: Optional[int]) -> float:

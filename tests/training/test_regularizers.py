@@ -297,3 +297,39 @@ def test_orthogonal_regularization_skips_embeddings_and_uses_raw_spectral_norm_w
     # only the Linear's raw weight counts (W / sigma would give 242 / sigma^4)
     assert orthogonal_regularization(model, beta=1.0).item() == pytest.approx(242.0)
     assert orthogonal_regularization(nn.Embedding(3, 2)).item() == 0.0
+
+
+@pytest.mark.parametrize("mean_in_graph", [True, False])
+def test_path_length_gradient_through_pl_mean(mean_in_graph):
+    # NVIDIA's StyleGAN2Loss differentiates through pl_mean = buffer.lerp(mean(L), decay); the
+    # hand formula below does the same with autograd on the scales, in float64
+    torch.manual_seed(0)
+    G = LinearStyleG(1.0, 2.0)
+    G.scales = G.scales.detach().double().requires_grad_(True)
+    G.map_weight = G.map_weight.detach().double().requires_grad_(True)
+    reg = PathLengthRegularizer(decay=0.3, batch_shrink=1, mean_in_graph=mean_in_graph).double()
+    reg.pl_mean.fill_(0.5)
+    z = torch.randn(4, 3, dtype=torch.float64)
+    torch.manual_seed(11)
+    penalty, _ = reg.penalty(G, z)
+    got, = torch.autograd.grad(penalty, G.scales)
+
+    torch.manual_seed(11)
+    y = (torch.randn(4, 1, 2, 2, dtype=torch.float64) / 2.0).flatten(1).norm(dim=1)   # the regularizer's draw
+    scales = G.scales.detach().clone().requires_grad_(True)
+    lengths = y * ((scales.square().sum()) / 2).sqrt()
+    m = torch.tensor(0.5, dtype=torch.float64).lerp(lengths.mean(), 0.3)
+    expected, = torch.autograd.grad((lengths - (m if mean_in_graph else m.detach())).square().mean(), scales)
+    assert torch.allclose(got, expected, rtol=1e-12, atol=1e-14), (got, expected)
+    assert reg.pl_mean.item() == pytest.approx(m.item(), rel=1e-12)
+
+
+def test_path_length_mean_in_graph_changes_the_gradient():
+    def grad(mean_in_graph):
+        torch.manual_seed(0)
+        G = LinearStyleG(1.0, 2.0)
+        reg = PathLengthRegularizer(decay=0.3, batch_shrink=1, mean_in_graph=mean_in_graph)
+        torch.manual_seed(5)
+        penalty, _ = reg.penalty(G, torch.randn(4, 3))
+        return torch.autograd.grad(penalty, G.scales)[0]
+    assert not torch.allclose(grad(True), grad(False), rtol=1e-3)
