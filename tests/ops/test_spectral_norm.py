@@ -401,3 +401,25 @@ def test_torch_compile_fullgraph_forward_and_backward(backend):
     for name, eager, comp in zip(("y", "dx", "dweight", "u", "v"), *results):
         torch.testing.assert_close(comp, eager, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
     assert not torch.equal(results[0][3], u0[0])   # the state did move
+
+
+# ---------------------------------------------------------------- found by the fuzz tests (issue 26)
+
+@pytest.mark.parametrize("fn", [power_iteration, sigma_estimate], ids=["power_iteration", "sigma_estimate"])
+def test_no_vectors_is_an_error_naming_num_svs(fn):
+    # u [0, O], v [0, K] (num_svs = 0) crashed in a reshape ("cannot reshape tensor of 0 elements")
+    with pytest.raises(ValueError, match=f"ganfast.ops.{fn.__name__}: u and v must hold at least one vector"):
+        fn(torch.randn(6, 5), torch.randn(0, 6), torch.randn(0, 5))
+
+
+@pytest.mark.parametrize("over, match", [
+    (dict(u=torch.randn(5)), "u must be \\[6\\] or \\[num_svs, 6\\]"),           # was a reshape error
+    (dict(v=torch.randn(6, dtype=torch.float64)), "v must be \\[5\\] or \\[num_svs, 5\\]"),
+    (dict(u=torch.randn(6, device="meta")), "u must be on w_mat's device cpu, got meta"),
+    (dict(sigma=torch.ones(2)), "sigma must hold 1 value.* got shape \\[2\\]"),
+])
+def test_spectral_sigma_bad_arguments_name_the_argument(over, match):
+    args = dict(w_mat=torch.randn(6, 5, requires_grad=True), u=torch.randn(6), v=torch.randn(5), sigma=torch.ones(()))
+    args.update(over)
+    with pytest.raises(ValueError, match=f"ganfast.ops.spectral_sigma: {match}"):
+        spectral_sigma(**args)

@@ -115,6 +115,9 @@ def _vectors(w_mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor, who: str) ->
             raise ValueError(f"{who}: {name} must be on w_mat's device {w_mat.device}, got {t.device}")
     if u.ndim != v.ndim or (u.ndim == 2 and u.shape[0] != v.shape[0]):
         raise ValueError(f"{who}: u and v must hold the same number of vectors, got shapes {list(u.shape)} and {list(v.shape)}")
+    if u.ndim == 2 and u.shape[0] == 0:
+        raise ValueError(f"{who}: u and v must hold at least one vector (num_svs >= 1), got shapes "
+                         f"{list(u.shape)} and {list(v.shape)}")
     return 1 if u.ndim == 1 else u.shape[0]
 
 
@@ -176,11 +179,16 @@ def spectral_sigma(w_mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor, sigma:
 
     The value is `sigma`; its gradient is d sigma_i / dW = u_i v_i^T (u, v constant), the
     gradient of u^T W v, without reading W again. w_mat [O, K] (any view of the weight that
-    autograd can map back), u [O] / [k, O], v [K] / [k, K], sigma [] / [k]. Pass copies of u and v
+    autograd can map back), u [O] / [k, O], v [K] / [k, K] (as power_iteration's), sigma [] / [k]. Pass copies of u and v
     if they will be updated in place before the backward runs. Differentiable to any order.
     """
-    u2, v2 = u.detach().reshape(-1, w_mat.shape[0]), v.detach().reshape(-1, w_mat.shape[1])
-    s = sigma.detach().reshape(-1)
+    k = _vectors(w_mat, u, v, "ganfast.ops.spectral_sigma")
+    if not isinstance(sigma, torch.Tensor) or sigma.numel() != k or sigma.device != w_mat.device:
+        got = f"shape {list(sigma.shape)} on {sigma.device}" if isinstance(sigma, torch.Tensor) else type(sigma).__name__
+        raise ValueError(f"ganfast.ops.spectral_sigma: sigma must hold {k} value(s), one per vector of u (shape [] or "
+                         f"[{k}]), on w_mat's device {w_mat.device}, got {got}")
+    u2, v2 = u.detach().reshape(k, w_mat.shape[0]), v.detach().reshape(k, w_mat.shape[1])
+    s = sigma.detach().reshape(k)
     if is_eager(w_mat, u, v, sigma):
         out = _SigmaFn.apply(w_mat, u2, v2, s)
     else:
