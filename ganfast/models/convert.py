@@ -39,7 +39,7 @@ from ganfast.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator,
 from ganfast.ops.upfirdn2d import setup_filter
 
 __all__ = ["from_rosinality", "load_rosinality", "load_rosinality_checkpoint", "read_weights",
-           "W_AVG_SAMPLES"]
+           "load_nvlabs_pkl", "W_AVG_SAMPLES"]
 
 KINDS = ("G", "D")
 # The port's default mapping learning-rate multiplier (Generator(lr_mlp=0.01)); it is not stored.
@@ -119,6 +119,19 @@ def load_rosinality_checkpoint(path: PathLike, *, lr_mlp: float = ROSINALITY_LR_
     return nets
 
 
+def load_nvlabs_pkl(path: PathLike, which: Optional[Union[str, tuple[str, ...]]] = None) -> dict[str, nn.Module]:
+    """The networks of an NVIDIA stylegan2-ada-pytorch / stylegan3 network pickle (a
+    network-snapshot-*.pkl, or a published one such as ffhq.pkl), read without executing code
+    from the file (ganfast.models.nvlabs_pkl: a restricted unpickler that never runs the source
+    code such files embed): {'G_ema': ..., 'G': ..., 'D': ...} for the entries of `which` (None:
+    all of these the file holds), StyleGAN2Generator / StyleGAN2Discriminator in eval mode with the
+    configuration read off the stored networks. StyleGAN3 generators, G 'resnet' and D 'skip'
+    architectures are refused with a ValueError saying so, as is any pickle that would construct
+    anything but networks, tensors and plain data."""
+    from ganfast.models.nvlabs_pkl import read_nvlabs_pkl
+    return read_nvlabs_pkl(path, which)
+
+
 # ---- the conversion ----
 
 def from_rosinality(state_dict: Mapping[str, torch.Tensor], kind: Optional[str] = None, *,
@@ -194,14 +207,14 @@ def _count_indexed(state_dict: Mapping, prefix: str) -> int:
     return max(indices) + 1 if indices else 0
 
 
-def _channel_config(widths: dict[int, int], kind: str) -> tuple[int, int]:
+def _channel_config(widths: dict[int, int], kind: str, caller: str = "from_rosinality") -> tuple[int, int]:
     """(channel_base, channel_max) with min(channel_base // res, channel_max) == widths[res] for
     every res, from the widths {res: channels} read off the tensors."""
     channel_max = max(widths.values())
     # The smallest base that gives every width: base // res >= width for all res.
     channel_base = max(res * width for res, width in widths.items())
     if channels_per_resolution(max(widths), channel_base, channel_max) != widths:
-        raise ValueError(f"from_rosinality: the {kind} channel widths {widths} (resolution: channels) cannot "
+        raise ValueError(f"{caller}: the {kind} channel widths {widths} (resolution: channels) cannot "
                          f"be expressed as ganfast's min(channel_base // res, channel_max)")
     return channel_base, channel_max
 
@@ -324,35 +337,36 @@ def _set_by_constructor(name: str) -> bool:
     return name.endswith("resample_filter") or name == "mapping.w_avg"
 
 
-def _check_blur_kernel(key: str, kernel: torch.Tensor, gain: float) -> None:
+def _check_blur_kernel(key: str, kernel: torch.Tensor, gain: float, caller: str = "from_rosinality") -> None:
     expected = setup_filter(list(ROSINALITY_BLUR_TAPS)).double() * gain
     if tuple(kernel.shape) != tuple(expected.shape) or not torch.allclose(kernel.double(), expected, rtol=1e-5,
                                                                           atol=1e-7):
-        raise ValueError(f"from_rosinality: {key!r} is not the blur kernel of blur_kernel="
+        raise ValueError(f"{caller}: {key!r} is not the blur kernel of blur_kernel="
                          f"{list(ROSINALITY_BLUR_TAPS)} (times {gain:g}); ganfast converts only that filter")
 
 
 def _copy_state(model: nn.Module, state_dict: Mapping, copies: list[Copy], blur_kernels: list[tuple[str, float]],
-                kind: str) -> None:
-    """Check the keys and shapes of state_dict against the plan, then copy into model."""
+                kind: str, caller: str = "from_rosinality") -> None:
+    """Check the keys and shapes of state_dict against the plan, then copy into model. caller
+    names the public function in error messages."""
     expected = {src for _, src, _ in copies} | {key for key, _ in blur_kernels}
     missing, unexpected = sorted(expected - state_dict.keys()), sorted(state_dict.keys() - expected)
     if missing or unexpected:
-        raise ValueError(f"from_rosinality: the {kind} state dict does not match the inferred configuration; "
+        raise ValueError(f"{caller}: the {kind} state dict does not match the inferred configuration; "
                          f"missing keys: {missing}; unexpected keys: {unexpected}")
     targets = dict(model.named_parameters()) | dict(model.named_buffers())
     planned = {dst for dst, _, _ in copies}
     unset = sorted(name for name in targets if name not in planned and not _set_by_constructor(name))
     if unset or not planned <= targets.keys():
         # ganfast's model and this map disagree: a bug here, not in the user's file
-        raise RuntimeError(f"from_rosinality: internal error: ganfast {kind} tensors never set: {unset}; "
+        raise RuntimeError(f"{caller}: internal error: ganfast {kind} tensors never set: {unset}; "
                            f"mapped names that do not exist: {sorted(planned - targets.keys())}")
     for key, gain in blur_kernels:
-        _check_blur_kernel(key, state_dict[key], gain)
+        _check_blur_kernel(key, state_dict[key], gain, caller)
     wrong = [f"{src!r}: {list(state_dict[src].shape)}, expected {list(to_src(tuple(targets[dst].shape)))}"
              for dst, src, to_src in copies if tuple(state_dict[src].shape) != to_src(tuple(targets[dst].shape))]
     if wrong:
-        raise ValueError(f"from_rosinality: {kind} tensors of the wrong shape for the inferred configuration: "
+        raise ValueError(f"{caller}: {kind} tensors of the wrong shape for the inferred configuration: "
                          + "; ".join(wrong))
     with torch.no_grad():
         for dst, src, _ in copies:
