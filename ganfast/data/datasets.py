@@ -26,14 +26,36 @@ fails to decode later (e.g. a truncated JPEG) is replaced, at that and every lat
 next readable index ((i + 1) mod N, then i + 2, ...), so training never dies on one bad image and
 the replacement is deterministic; each such file is warned about once per process and recorded
 in `skipped_files` of the process that read it (a DataLoader worker's copy, with num_workers > 0).
+
+Hostile data (ImageFolder, ZipImages): ganfast never extracts anything, but labels come from path
+components and decoding costs memory, so these are refused at construction, before any pixel is
+decoded, and named in that same one warning with the reason:
+  - images whose header declares more than `max_pixels` pixels (default DEFAULT_MAX_PIXELS = 2^26,
+    8192 x 8192: a one-colour 30000 x 30000 RGB PNG is 2.6 MB on disk and 2.7 GB decoded).
+    This is ganfast's own limit, checked from the header that Image.open reads; Pillow's global
+    Image.MAX_IMAGE_PIXELS is never changed and still applies on top (its DecompressionBombError
+    is one more reason to skip a file);
+  - zip members named with an absolute path, a drive letter, a backslash or a '..' component,
+    names that occur more than once, symlink entries, encrypted members, members that declare more
+    than 1 GiB uncompressed, and members of 1 MiB or more compressed more than 1100:1 (deflate
+    cannot exceed 1032:1: the declared size is a lie or another compressor made a bomb);
+  - in a folder: symlinks whose target lies outside the folder (the root's own real path; a
+    dataset assembled from symlinks to elsewhere must point ImageFolder at the real folder),
+    broken symlinks and anything that is not a regular file (a FIFO named x.png would block the
+    reader forever). Symlinked folders inside the root are followed once, so a symlink loop ends.
+A directory named like an image (x.png/) is a folder, walked like any other, never opened.
+Only names with an image extension are ever considered: other files are ignored silently.
 """
 from __future__ import annotations
 
 import os
+import re
+import stat
 import struct
 import warnings
 import zipfile
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import BinaryIO, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -45,7 +67,7 @@ from PIL import Image, ImageOps
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "uint8_to_float", "resize_center_crop",
+    "IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS", "uint8_to_float", "resize_center_crop",
     "ImageDataset", "InMemoryImages", "FashionMNIST", "NpzImages", "ImageFolder", "ZipImages", "open_dataset",
 ]
 
@@ -61,6 +83,13 @@ _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib
 _GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _RESIZE_CHUNK = 1024           # images per interpolate call: bounds the float32 temporary
 _MAX_WARNED_NAMES = 5
+# Larger than any photo a GAN is trained from (a 50-megapixel camera is below it), small enough
+# that one decoded image (<= 192 MiB as RGB uint8) cannot exhaust a DataLoader worker.
+DEFAULT_MAX_PIXELS = 2 ** 26
+_MAX_ZIP_MEMBER_BYTES = 2 ** 30
+_MAX_ZIP_RATIO = 1100          # deflate's ceiling is ~1032:1
+_ZIP_RATIO_MIN_BYTES = 2 ** 20  # smaller members cannot hurt, whatever their ratio
+_DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
 
 
 def uint8_to_float(images: torch.Tensor) -> torch.Tensor:
@@ -345,12 +374,12 @@ class NpzImages(InMemoryImages):
                 key = names[0] if len(names) == 1 else "images"
             if key not in names:
                 raise ValueError(f"{where}: {str(path)!r} has no array {key!r}; it holds {names} (pass key=)")
-            images = _array_to_uint8_nchw(npz[key], f"{where}({str(path)!r})[{key!r}]")
+            images = _array_to_uint8_nchw(_npz_array(npz, key, path, where), f"{where}({str(path)!r})[{key!r}]")
             label_array = None
             if labels is not False:
                 label_name = labels_key if labels_key is not None else "labels"
                 if label_name in names and label_name != key:
-                    label_array = npz[label_name]
+                    label_array = _npz_array(npz, label_name, path, where)
                 elif labels is True or labels_key is not None:
                     raise ValueError(f"{where}: {str(path)!r} has no label array {label_name!r}; it holds {names}")
         if label_array is not None:
@@ -363,6 +392,15 @@ class NpzImages(InMemoryImages):
         images = resize_center_crop(_convert_channels(images, channels), resolution)
         super().__init__(images, label_array, name=path.stem, channels=channels, xflip=xflip)
         self.path = path
+
+
+def _npz_array(npz: "np.lib.npyio.NpzFile", key: str, path: Path, where: str) -> np.ndarray:
+    """npz[key], with numpy's refusals (an object array needs pickle, which np.load(allow_pickle=False)
+    never runs; a damaged member) turned into an error naming the file and the array."""
+    try:
+        return npz[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise ValueError(f"{where}: cannot read array {key!r} of {str(path)!r} ({type(err).__name__}: {err})") from err
 
 
 def _pil_to_uint8(image: Image.Image, channels: int) -> np.ndarray:
@@ -402,45 +440,108 @@ def _class_labels(names: Sequence[str], labels: LabelsArg, where: str
     return [index[top] for top in tops], tuple(folders)
 
 
+def _is_hidden(name: str) -> bool:
+    """A hidden component (.DS_Store, macOS '._x.png' forks, __MACOSX/) in a '/'-separated name."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in name.split("/"))
+
+
 def _is_image_name(name: str) -> bool:
-    """Image extension, and no hidden component (.DS_Store, macOS '._x.png' forks, __MACOSX/)."""
-    parts = name.split("/")
-    if any(part.startswith(".") or part == "__MACOSX" for part in parts):
-        return False
-    return name.lower().endswith(IMAGE_EXTENSIONS)
+    """Image extension, and no hidden component."""
+    return not _is_hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+class _ImageTooLarge(ValueError):
+    """An image whose header declares more pixels than the dataset's max_pixels."""
+
+
+def _check_max_pixels(where: str, max_pixels: int) -> None:
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) or max_pixels < 1:
+        raise ValueError(f"{where}: max_pixels must be a positive int, got {max_pixels!r}")
+
+
+def _open_image(file: BinaryIO, max_pixels: int) -> Image.Image:
+    """Image.open (it reads the header only), refused with _ImageTooLarge before any decoding when
+    the header declares more than max_pixels pixels."""
+    image = Image.open(file)
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise _ImageTooLarge(f"{width}x{height} = {width * height} pixels declared, more than "
+                             f"max_pixels={max_pixels}; not decoded")
+    return image
+
+
+def _zip_member_problem(info: zipfile.ZipInfo, count: int) -> Optional[str]:
+    """Why a zip member is refused (module docstring), or None. count: members with its name."""
+    name = info.filename
+    if name.startswith("/"):
+        return "absolute path"
+    if _DRIVE_LETTER.match(name):
+        return "drive letter in the path"
+    if "\\" in name:
+        return "backslash in the path"
+    if ".." in name.split("/"):
+        return "'..' component in the path"
+    if count > 1:
+        return f"the name occurs {count} times in the archive"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "symlink entry"
+    if info.flag_bits & 0x1:
+        return "encrypted"
+    if info.file_size > _MAX_ZIP_MEMBER_BYTES:
+        return f"declares {info.file_size} bytes uncompressed, more than {_MAX_ZIP_MEMBER_BYTES}"
+    if info.file_size >= _ZIP_RATIO_MIN_BYTES and info.file_size > _MAX_ZIP_RATIO * info.compress_size:
+        return (f"declares {info.file_size} bytes uncompressed from {info.compress_size} compressed, "
+                f"a ratio above {_MAX_ZIP_RATIO}:1")
+    return None
+
+
+def _warn_skipped(where: str, skipped: Sequence[str], location: str) -> None:
+    """The one warning for the files a dataset leaves out at construction ("name (reason)" each)."""
+    shown = "; ".join(skipped[:_MAX_WARNED_NAMES])
+    more = f"; and {len(skipped) - _MAX_WARNED_NAMES} more" if len(skipped) > _MAX_WARNED_NAMES else ""
+    warnings.warn(f"{where}: skipped {len(skipped)} unreadable or refused image file(s) in {location}: "
+                  f"{shown}{more} (listed in .skipped_files)", stacklevel=4)
 
 
 class _EncodedImages(ImageDataset):
-    """Encoded image files (png, jpg, ...) decoded per item; subclasses list them and open them."""
+    """Encoded image files (png, jpg, ...) decoded per item; subclasses list them and open them.
+    refused: (description, reason) of files the subclass left out already (hostile names,
+    symlinks...), reported in the same one warning."""
 
     def __init__(self, names: Sequence[str], resolution: int, channels: Optional[int], xflip: bool,
-                 labels: LabelsArg, name: str, location: str):
+                 labels: LabelsArg, name: str, location: str, max_pixels: int,
+                 refused: Sequence[Tuple[str, str]] = ()):
         where = type(self).__name__
         _check_resolution(where, resolution)
         _check_channels(where, channels)
         _check_labels_arg(where, labels)
+        _check_max_pixels(where, max_pixels)
+        self.max_pixels = int(max_pixels)
         names = sorted(n for n in names if _is_image_name(n))
+        self.skipped_files: List[str] = [described for described, _ in refused]
+        failures = [f"{described} ({reason})" for described, reason in refused]
         if not names:
+            if failures:
+                _warn_skipped(where, failures, location)
             raise ValueError(f"{where}: no images ({', '.join(IMAGE_EXTENSIONS)}) in {location}")
         # Classes come from all image names, so a class folder of bad files does not renumber the rest.
         all_labels, self.class_names = _class_labels(names, labels, where)
         self.num_classes = len(self.class_names)
-        self.skipped_files: List[str] = []
         readable, modes = [], []
-        failures = []
-        for position, entry in enumerate(names):
-            try:
-                with self._open_entry(entry) as file, Image.open(file) as image:
-                    modes.append(image.mode)
-                readable.append(position)
-            except _DECODE_ERRORS as err:
-                failures.append(f"{self._describe(entry)} ({type(err).__name__}: {err})")
-                self.skipped_files.append(self._describe(entry))
+        with warnings.catch_warnings():
+            # max_pixels decides (Pillow warns about images above its own, higher, threshold).
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            for position, entry in enumerate(names):
+                try:
+                    with self._open_entry(entry) as file, _open_image(file, self.max_pixels) as image:
+                        modes.append(image.mode)
+                    readable.append(position)
+                except _DECODE_ERRORS as err:
+                    failures.append(f"{self._describe(entry)} ({type(err).__name__}: {err})")
+                    self.skipped_files.append(self._describe(entry))
         if failures:
-            shown = "; ".join(failures[:_MAX_WARNED_NAMES])
-            more = f"; and {len(failures) - _MAX_WARNED_NAMES} more" if len(failures) > _MAX_WARNED_NAMES else ""
-            warnings.warn(f"{where}: skipped {len(failures)} unreadable image file(s) in {location}: {shown}{more} "
-                          f"(listed in .skipped_files)", stacklevel=3)
+            _warn_skipped(where, failures, location)
         if not readable:
             raise ValueError(f"{where}: none of the {len(names)} image files in {location} could be read")
         self.names = [names[p] for p in readable]
@@ -466,7 +567,8 @@ class _EncodedImages(ImageDataset):
         return len(self.names)
 
     def _decode(self, index: int) -> torch.Tensor:
-        with self._open_entry(self.names[index]) as file, Image.open(file) as image:
+        # max_pixels again: the file may have changed since construction checked it.
+        with self._open_entry(self.names[index]) as file, _open_image(file, self.max_pixels) as image:
             image.load()
             # Cameras store "rotate me" in EXIF instead of rotating the pixels.
             pixels = _pil_to_uint8(ImageOps.exif_transpose(image), self.channels)   # [H, W] or [H, W, 3]
@@ -494,27 +596,60 @@ class _EncodedImages(ImageDataset):
 class ImageFolder(_EncodedImages):
     """Image files (png, jpg, jpeg, webp, bmp; any case) anywhere under `path`, in sorted order,
     decoded per item. Labels from first-level sub-folder names (see `_class_labels`); hidden
-    files and folders are ignored; symlinked folders are followed once."""
+    files and folders are ignored; symlinks inside the folder are followed (folders once), those
+    leading outside it are refused (module docstring); images above max_pixels are skipped."""
 
     def __init__(self, path: PathLike, resolution: int, channels: Optional[int] = None, xflip: bool = False,
-                 labels: LabelsArg = "auto"):
+                 labels: LabelsArg = "auto", max_pixels: int = DEFAULT_MAX_PIXELS):
         self.path = Path(path).expanduser()
         if not self.path.exists():
             raise FileNotFoundError(f"ImageFolder: no such directory {str(self.path)!r}")
         if not self.path.is_dir():
             raise ValueError(f"ImageFolder: {str(self.path)!r} is not a directory")
-        names = []
-        visited = set()
-        for directory, subdirectories, files in os.walk(self.path, followlinks=True):
-            real = os.path.realpath(directory)
-            if real in visited:                  # a symlink cycle
-                subdirectories[:] = []
-                continue
-            visited.add(real)
-            relative = Path(directory).relative_to(self.path)
-            names.extend((relative / f).as_posix() for f in files)
+        names, refused = self._list_files()
         super().__init__(names, resolution, channels, xflip, labels, name=self.path.name or str(self.path),
-                         location=f"directory {str(self.path)!r}")
+                         location=f"directory {str(self.path)!r}", max_pixels=max_pixels, refused=refused)
+
+    def _list_files(self) -> Tuple[List[str], List[Tuple[str, str]]]:
+        """(relative names of the image files inside the folder, (description, reason) of those refused)."""
+        root = os.path.realpath(self.path)
+
+        def inside(real: str) -> bool:
+            return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+        names, refused = [], []
+        visited = {root}
+        for directory, subdirectories, files in os.walk(self.path, followlinks=True):
+            relative = Path(directory).relative_to(self.path)
+            kept = []
+            for sub in sorted(subdirectories):            # sorted: which of two links to one folder wins is fixed
+                real = os.path.realpath(os.path.join(directory, sub))
+                if not inside(real):
+                    folder = (relative / sub).as_posix()
+                    if not _is_hidden(folder):
+                        refused.append((self._describe(folder), f"symlinked folder -> {real}, outside the folder; "
+                                                                "not followed"))
+                elif real not in visited:                 # else a symlink loop, or a second link to one folder
+                    visited.add(real)
+                    kept.append(sub)
+            subdirectories[:] = kept
+            for file in files:
+                name, full = (relative / file).as_posix(), os.path.join(directory, file)
+                if not _is_image_name(name):
+                    continue
+                real = os.path.realpath(full)
+                try:
+                    is_regular = stat.S_ISREG(os.stat(full).st_mode)
+                except OSError as err:                    # a broken symlink, a permission denied
+                    refused.append((self._describe(name), f"{type(err).__name__}: {err.strerror or err}"))
+                    continue
+                if not inside(real):
+                    refused.append((self._describe(name), f"symlink -> {real}, outside the folder"))
+                elif not is_regular:
+                    refused.append((self._describe(name), "not a regular file (a FIFO, device or socket)"))
+                else:
+                    names.append(name)
+        return names, refused
 
     def _open_entry(self, entry: str) -> BinaryIO:
         return open(self.path / entry, "rb")
@@ -527,24 +662,33 @@ class ZipImages(_EncodedImages):
     """Image files inside a .zip archive, read per item, like ImageFolder otherwise. A single
     folder enclosing everything (as `zip -r data.zip data/` makes) is not a class: labels come
     from the level below it. The archive is reopened in each process (DataLoader workers) on
-    first use, never shared across a fork."""
+    first use, never shared across a fork. Hostile members (module docstring) are refused."""
 
     def __init__(self, path: PathLike, resolution: int, channels: Optional[int] = None, xflip: bool = False,
-                 labels: LabelsArg = "auto"):
+                 labels: LabelsArg = "auto", max_pixels: int = DEFAULT_MAX_PIXELS):
         self.path = Path(path).expanduser()
         if not self.path.is_file():
             raise FileNotFoundError(f"ZipImages: no such file {str(self.path)!r}")
         self._archive_handle: Optional[zipfile.ZipFile] = None
         self._archive_pid = -1
         try:
-            members = [info.filename for info in self._archive().infolist() if not info.is_dir()]
+            infos = [info for info in self._archive().infolist() if not info.is_dir()]
         except zipfile.BadZipFile as err:
             raise ValueError(f"ZipImages: {str(self.path)!r} is not a zip archive ({err})") from err
+        counts = Counter(info.filename for info in infos)
+        members, refused = [], {}
+        for info in infos:
+            problem = _zip_member_problem(info, counts[info.filename])
+            if problem is None:
+                members.append(info.filename)
+            elif info.filename.lower().endswith(IMAGE_EXTENSIONS):   # others are never read anyway
+                refused.setdefault(f"{self.path}:{info.filename}", problem)   # a duplicate once
         images = [m for m in members if _is_image_name(m)]
         tops = {m.split("/", 1)[0] if "/" in m else None for m in images}
         self._prefix = f"{next(iter(tops))}/" if len(tops) == 1 and None not in tops else ""
         super().__init__([m[len(self._prefix):] for m in members if m.startswith(self._prefix)], resolution,
-                         channels, xflip, labels, name=self.path.stem, location=f"archive {str(self.path)!r}")
+                         channels, xflip, labels, name=self.path.stem, location=f"archive {str(self.path)!r}",
+                         max_pixels=max_pixels, refused=list(refused.items()))
 
     def _archive(self) -> zipfile.ZipFile:
         if self._archive_handle is None or self._archive_pid != os.getpid():
@@ -567,12 +711,14 @@ class ZipImages(_EncodedImages):
 
 
 def open_dataset(spec: Optional[PathLike], resolution: int, channels: Optional[int] = None, xflip: bool = False,
-                 labels: LabelsArg = "auto") -> ImageDataset:
+                 labels: LabelsArg = "auto", max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageDataset:
     """The dataset `spec` names:
       None or "fashion-mnist" -> FashionMNIST (padded to 32 when resolution is 32, else resized);
       a directory -> ImageFolder; a *.zip file -> ZipImages; a *.npz file -> NpzImages.
+    max_pixels: the largest image ImageFolder / ZipImages decode (module docstring).
     """
     accepted = "None or 'fashion-mnist', a directory of images, a .zip archive of images, or a .npz file"
+    _check_max_pixels("open_dataset", max_pixels)
     if spec is None or (isinstance(spec, str) and spec.lower() in ("fashion-mnist", "fashion_mnist")):
         return FashionMNIST(resolution=resolution, xflip=xflip, pad_mode="pad" if resolution == 32 else "resize",
                             channels=channels, labels=labels if labels is False else True)
@@ -582,10 +728,10 @@ def open_dataset(spec: Optional[PathLike], resolution: int, channels: Optional[i
     if not path.exists():
         raise FileNotFoundError(f"open_dataset: no such file or directory {str(path)!r} (accepted: {accepted})")
     if path.is_dir():
-        return ImageFolder(path, resolution, channels=channels, xflip=xflip, labels=labels)
+        return ImageFolder(path, resolution, channels=channels, xflip=xflip, labels=labels, max_pixels=max_pixels)
     suffix = path.suffix.lower()
     if suffix == ".zip":
-        return ZipImages(path, resolution, channels=channels, xflip=xflip, labels=labels)
+        return ZipImages(path, resolution, channels=channels, xflip=xflip, labels=labels, max_pixels=max_pixels)
     if suffix == ".npz":
         return NpzImages(path, resolution=resolution, channels=channels, xflip=xflip, labels=labels)
     raise ValueError(f"open_dataset: cannot read {str(path)!r} as a dataset; accepted: {accepted}")

@@ -14,12 +14,16 @@ files are already shuffled), with their indices in the full files. `make_fashion
 rebuilds it byte for byte (tools/make_fashion_mnist_subset.py is its command line).
 
 IDX format (LeCun's MNIST files): two zero bytes, a type code byte, the number of dimensions
-byte, one big-endian uint32 per dimension, then the values big-endian in C order.
+byte, one big-endian uint32 per dimension, then the values big-endian in C order. read_idx reads
+at most MAX_IDX_BYTES (256 MiB; the largest Fashion-MNIST file is 47 MB) from a file or out of
+its gzip stream, so a gzip bomb named train-images-idx3-ubyte.gz fails with an error naming it
+instead of filling the memory.
 """
 from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import zipfile
 import zlib
@@ -31,7 +35,7 @@ import numpy as np
 __all__ = [
     "FASHION_MNIST_CLASSES", "FASHION_MNIST_FILES", "FASHION_MNIST_ENV", "FASHION_MNIST_SYSTEM_DIR",
     "EMBEDDED_SUBSET_PATH", "SUBSET_TRAIN_PER_CLASS", "SUBSET_TEST_PER_CLASS",
-    "read_idx", "load_fashion_mnist", "select_first_per_class", "make_fashion_mnist_subset",
+    "MAX_IDX_BYTES", "read_idx", "load_fashion_mnist", "select_first_per_class", "make_fashion_mnist_subset",
     "save_npz_deterministic",
 ]
 
@@ -54,18 +58,28 @@ SUBSET_TEST_PER_CLASS = 100
 _IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
                0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 _GZIP_MAGIC = b"\x1f\x8b"
+MAX_IDX_BYTES = 2 ** 28
 _SPLITS = ("train", "test", "all")
 
 
 def _read_maybe_gzipped(path: Path) -> bytes:
-    """The file's bytes, gunzipped when it starts with the gzip magic (the name is not trusted)."""
+    """The file's bytes, gunzipped when it starts with the gzip magic (the name is not trusted);
+    ValueError beyond MAX_IDX_BYTES either way."""
+    too_large = (f"read_idx: {str(path)!r} holds more than {MAX_IDX_BYTES} bytes{{}}, more than any "
+                 f"IDX file this reader expects (ganfast.data.fashion_mnist.MAX_IDX_BYTES)")
+    if path.stat().st_size > MAX_IDX_BYTES:
+        raise ValueError(too_large.format(""))
     raw = path.read_bytes()
     if not raw.startswith(_GZIP_MAGIC):
         return raw
     try:
-        return gzip.decompress(raw)
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+            data = stream.read(MAX_IDX_BYTES + 1)        # bounded: never more than the limit in memory
     except (EOFError, OSError, zlib.error) as err:   # EOFError: the gzip stream was cut short
         raise ValueError(f"read_idx: {str(path)!r} is a damaged or truncated gzip file ({err})") from err
+    if len(data) > MAX_IDX_BYTES:
+        raise ValueError(too_large.format(" uncompressed"))
+    return data
 
 
 def read_idx(path: PathLike) -> np.ndarray:
@@ -94,7 +108,7 @@ def read_idx(path: PathLike) -> np.ndarray:
                          f"({len(data)} bytes, the header of a {ndim}-d array needs {header_len})")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = _IDX_DTYPES[type_code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize       # Python ints: a hostile header cannot overflow it
     found = len(data) - header_len
     if found != expected:
         what = "truncated" if found < expected else "longer than its header says"
@@ -140,7 +154,7 @@ def _load_embedded_split(split: str) -> Tuple[np.ndarray, np.ndarray]:
     if not EMBEDDED_SUBSET_PATH.is_file():
         raise FileNotFoundError(f"load_fashion_mnist: the embedded subset {str(EMBEDDED_SUBSET_PATH)!r} is missing "
                                 f"from this installation; pass root= a directory with {_expected_files_text()}")
-    with np.load(EMBEDDED_SUBSET_PATH) as npz:
+    with np.load(EMBEDDED_SUBSET_PATH, allow_pickle=False) as npz:
         return npz[f"{split}_images"], npz[f"{split}_labels"]
 
 
