@@ -254,7 +254,8 @@ def _train(args) -> int:
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="images from a trained checkpoint: a grid, interpolation strips, class rows",
                        description="Sample the EMA generator of a checkpoint (or a run directory's newest).")
-    p.add_argument("--ckpt", required=True, help="checkpoint directory, or a run directory")
+    p.add_argument("--ckpt", required=True, help="checkpoint directory, a run directory, or an NVIDIA "
+                   "stylegan2-ada-pytorch network pickle (.pkl, read without running code from it)")
     p.add_argument("--n", type=_int_at_least(1), default=64, help="images in the grid (default 64)")
     p.add_argument("--truncation", type=_float_above(0), default=1.0,
                    help="truncation psi for style-based G, else the truncated-normal threshold (default 1: none)")

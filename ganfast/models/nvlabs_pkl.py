@@ -41,7 +41,7 @@ from torch import nn
 from ganfast.models.convert import STYLE_MIXING_PROB, Copy, _channel_config, _copy_state, _same
 from ganfast.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 
-__all__ = ["read_nvlabs_pkl", "unpickle_nvlabs", "NvlabsUnpickler", "PersistentObject", "NETWORK_ENTRIES",
+__all__ = ["read_nvlabs_pkl", "read_nvlabs_generator", "read_snapshot", "unpickle_nvlabs", "NvlabsUnpickler", "PersistentObject", "NETWORK_ENTRIES",
            "MAX_PICKLE_BYTES"]
 
 PathLike = Union[str, os.PathLike]
@@ -52,6 +52,10 @@ NETWORK_ENTRIES = ("G_ema", "G", "D")
 MAX_PICKLE_BYTES = 4 << 30
 # ganfast's discriminator mapping (labels -> cmap) is built with this lr multiplier, NVIDIA's default.
 D_MAPPING_LR_MULTIPLIER = 0.01
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle this module refuses (as opposed to one the pickle machinery cannot parse)."""
 
 
 # ---- inert values the unpickler builds ----
@@ -67,7 +71,7 @@ class PersistentObject:
         self.class_name, self.version, self.state, self.module_src_chars = class_name, version, state, module_src_chars
 
     def __setstate__(self, state):
-        raise pickle.UnpicklingError("a persistent object's reconstruction carries its state in meta['state'], "
+        raise _Refused("a persistent object's reconstruction carries its state in meta['state'], "
                                      "not in a BUILD; refusing this pickle")
 
     def __repr__(self) -> str:
@@ -79,7 +83,7 @@ class EasyDict(dict):
 
     def __setstate__(self, state):
         if state not in (None, {}):
-            raise pickle.UnpicklingError(f"dnnlib.util.EasyDict with instance attributes {state!r}; refusing "
+            raise _Refused(f"dnnlib.util.EasyDict with instance attributes {state!r}; refusing "
                                          f"this pickle")
 
 
@@ -92,7 +96,7 @@ class _Storage:
         self.flat = flat
 
     def __setstate__(self, state):
-        raise pickle.UnpicklingError("BUILD on a tensor storage; refusing this pickle")
+        raise _Refused("BUILD on a tensor storage; refusing this pickle")
 
 
 class _NumpyDType:
@@ -108,7 +112,7 @@ class _NumpyDType:
     def __setstate__(self, state):
         if (not isinstance(state, tuple) or len(state) != 8 or state[0] != 3 or state[1] not in ("<", ">", "|", "=")
                 or state[2:] != self._PLAIN_STATE_TAIL):
-            raise pickle.UnpicklingError(f"numpy.dtype({self.spec!r}) with state {state!r}: only plain numeric "
+            raise _Refused(f"numpy.dtype({self.spec!r}) with state {state!r}: only plain numeric "
                                          f"dtypes are read")
         self.byteorder = state[1]
 
@@ -133,11 +137,11 @@ class _NumpyArray:
     def __setstate__(self, state):
         if (not isinstance(state, tuple) or len(state) != 5 or not isinstance(state[2], _NumpyDType)
                 or not isinstance(state[4], bytes) or not _is_shape(state[1])):
-            raise pickle.UnpicklingError("numpy array state: only numeric arrays stored as raw bytes are read")
+            raise _Refused("numpy array state: only numeric arrays stored as raw bytes are read")
         _, shape, dtype, is_fortran, raw = state
         a = np.frombuffer(raw, dtype=dtype.to_numpy())
         if a.size != math.prod(shape):
-            raise pickle.UnpicklingError(f"numpy array of shape {list(shape)} with {a.size} stored elements")
+            raise _Refused(f"numpy array of shape {list(shape)} with {a.size} stored elements")
         self.array = a.reshape(shape, order="F" if is_fortran else "C").copy()
 
 
@@ -145,11 +149,11 @@ class _NumpyArray:
 
 def _reconstruct_persistent_obj(meta) -> PersistentObject:
     if not isinstance(meta, dict) or not {"type", "version", "module_src", "class_name", "state"} <= meta.keys():
-        raise pickle.UnpicklingError("torch_utils.persistence._reconstruct_persistent_obj: meta must be a dict with "
+        raise _Refused("torch_utils.persistence._reconstruct_persistent_obj: meta must be a dict with "
                                      "type, version, module_src, class_name and state")
     if meta["type"] != "class" or not isinstance(meta["class_name"], str) or not isinstance(meta["state"], dict) \
             or not isinstance(meta["module_src"], str):
-        raise pickle.UnpicklingError(f"torch_utils.persistence._reconstruct_persistent_obj: unexpected meta (type "
+        raise _Refused(f"torch_utils.persistence._reconstruct_persistent_obj: unexpected meta (type "
                                      f"{meta['type']!r}, class_name {type(meta['class_name']).__name__}, state "
                                      f"{type(meta['state']).__name__})")
     return PersistentObject(meta["class_name"], meta["version"], meta["state"], len(meta["module_src"]))
@@ -159,12 +163,18 @@ def _load_from_bytes(data) -> _Storage:
     """A storage saved by torch.save into `data` (what Storage.__reduce__ writes), read by torch's
     weights-only loader, which itself admits only storages and tensors."""
     if not isinstance(data, bytes):
-        raise pickle.UnpicklingError(f"torch.storage._load_from_bytes: expected bytes, got {type(data).__name__}")
+        raise _Refused(f"torch.storage._load_from_bytes: expected bytes, got {type(data).__name__}")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
-        storage = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        try:
+            storage = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            detail = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "")
+            raise _Refused(f"torch.storage._load_from_bytes: refusing the storage bytes, which hold more than "
+                           f"a storage (torch's weights-only loader: {detail})") from None
         if not isinstance(storage, torch.storage.TypedStorage):
-            raise pickle.UnpicklingError(f"torch.storage._load_from_bytes: the bytes hold a "
+            raise _Refused(f"torch.storage._load_from_bytes: the bytes hold a "
                                          f"{type(storage).__name__}, not a storage")
         flat = torch.empty(0, dtype=storage.dtype).set_(storage)
     return _Storage(flat)
@@ -176,7 +186,7 @@ def _is_shape(t) -> bool:
 
 def _check_hooks(hooks, what: str) -> None:
     if hooks is not None and not (isinstance(hooks, collections.OrderedDict) and not hooks):
-        raise pickle.UnpicklingError(f"{what}: backward hooks must be an empty OrderedDict")
+        raise _Refused(f"{what}: backward hooks must be an empty OrderedDict")
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
@@ -184,16 +194,16 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
     if not isinstance(storage, _Storage) or not isinstance(storage_offset, int) or storage_offset < 0 \
             or not _is_shape(size) or not _is_shape(stride) or len(size) != len(stride) \
             or not isinstance(requires_grad, bool):
-        raise pickle.UnpicklingError("torch._utils._rebuild_tensor_v2: expected (storage, offset >= 0, size, "
+        raise _Refused("torch._utils._rebuild_tensor_v2: expected (storage, offset >= 0, size, "
                                      "stride, requires_grad)")
     _check_hooks(backward_hooks, "torch._utils._rebuild_tensor_v2")
     if metadata is not None and not isinstance(metadata, dict):
-        raise pickle.UnpicklingError("torch._utils._rebuild_tensor_v2: metadata must be a dict")
+        raise _Refused("torch._utils._rebuild_tensor_v2: metadata must be a dict")
     flat = storage.flat
     if math.prod(size) > 0:
         last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
         if last >= flat.numel():
-            raise pickle.UnpicklingError(f"torch._utils._rebuild_tensor_v2: a tensor of size {list(size)}, stride "
+            raise _Refused(f"torch._utils._rebuild_tensor_v2: a tensor of size {list(size)}, stride "
                                          f"{list(stride)} at offset {storage_offset} reaches past its storage of "
                                          f"{flat.numel()} elements")
     return flat.as_strided(size, stride, storage_offset)
@@ -202,17 +212,17 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
 def _rebuild_parameter(data, requires_grad, backward_hooks, state=None) -> torch.Tensor:
     """A Parameter comes back as its tensor (ganfast copies the values into its own model)."""
     if not isinstance(data, torch.Tensor) or not isinstance(requires_grad, bool):
-        raise pickle.UnpicklingError("torch._utils._rebuild_parameter: expected (tensor, requires_grad, hooks)")
+        raise _Refused("torch._utils._rebuild_parameter: expected (tensor, requires_grad, hooks)")
     _check_hooks(backward_hooks, "torch._utils._rebuild_parameter")
     if state not in (None, {}):
-        raise pickle.UnpicklingError("torch._utils._rebuild_parameter_with_state: parameters with attributes "
+        raise _Refused("torch._utils._rebuild_parameter_with_state: parameters with attributes "
                                      "are not read")
     return data
 
 
 def _numpy_dtype(spec, align=False, copy=True) -> _NumpyDType:
     if not isinstance(spec, str) or spec not in _NUMPY_SPECS:
-        raise pickle.UnpicklingError(f"numpy.dtype({spec!r}): only {sorted(_NUMPY_SPECS)} are read")
+        raise _Refused(f"numpy.dtype({spec!r}): only {sorted(_NUMPY_SPECS)} are read")
     return _NumpyDType(spec)
 
 
@@ -221,28 +231,28 @@ _NUMPY_SPECS = {"b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4"
 
 def _numpy_scalar(dtype, data=None) -> Union[int, float, bool]:
     if not isinstance(dtype, _NumpyDType) or not isinstance(data, bytes):
-        raise pickle.UnpicklingError("numpy scalar: expected (numeric dtype, bytes)")
+        raise _Refused("numpy scalar: expected (numeric dtype, bytes)")
     values = np.frombuffer(data, dtype=dtype.to_numpy())
     if values.size != 1:
-        raise pickle.UnpicklingError(f"numpy scalar of dtype {dtype.spec} from {len(data)} bytes")
+        raise _Refused(f"numpy scalar of dtype {dtype.spec} from {len(data)} bytes")
     return values[0].item()
 
 
 def _numpy_reconstruct(subtype, shape, dtype_code) -> _NumpyArray:
     if subtype is not _NDArrayType or shape != (0,) or dtype_code != b"b":
-        raise pickle.UnpicklingError("numpy.core.multiarray._reconstruct: only plain numpy.ndarray is read")
+        raise _Refused("numpy.core.multiarray._reconstruct: only plain numpy.ndarray is read")
     return _NumpyArray()
 
 
 def _set(items=()) -> set:
     if not isinstance(items, (list, tuple)):
-        raise pickle.UnpicklingError("builtins.set: expected a list")
+        raise _Refused("builtins.set: expected a list")
     return set(items)
 
 
 def _ordered_dict(items=()) -> collections.OrderedDict:
     if not isinstance(items, (list, tuple, dict)):
-        raise pickle.UnpicklingError("collections.OrderedDict: expected a list of pairs")
+        raise _Refused("collections.OrderedDict: expected a list of pairs")
     return collections.OrderedDict(items)
 
 
@@ -255,7 +265,6 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch.storage", "_load_from_bytes"): _load_from_bytes,
     ("collections", "OrderedDict"): _ordered_dict,
     ("builtins", "set"): _set,
-    ("__builtin__", "set"): _set,                       # protocol 2 names builtins so
     ("dnnlib.util", "EasyDict"): EasyDict,              # reached through NEWOBJ: EasyDict.__new__(EasyDict)
     ("numpy", "dtype"): _numpy_dtype,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
@@ -278,12 +287,12 @@ class NvlabsUnpickler(pickle.Unpickler):
             hint = ""
             if module.startswith("dnnlib.tflib"):
                 hint = " (a TensorFlow-era StyleGAN/StyleGAN2 pickle; convert it with NVIDIA's legacy.py first)"
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: an NVIDIA network pickle holds only "
+            raise _Refused(f"refusing to load {module}.{name}: an NVIDIA network pickle holds only "
                                          f"persistent networks, tensors and plain data, and ganfast resolves no "
                                          f"other global{hint}") from None
 
     def persistent_load(self, pid):
-        raise pickle.UnpicklingError(f"refusing a persistent id ({type(pid).__name__}): NVIDIA's network pickles "
+        raise _Refused(f"refusing a persistent id ({type(pid).__name__}): NVIDIA's network pickles "
                                      f"use none (a torch.save file? use ganfast.models.convert.read_weights)")
 
 
@@ -292,10 +301,10 @@ def unpickle_nvlabs(data: bytes) -> Any:
     containers). Raises ValueError for refused or malformed pickles."""
     try:
         return NvlabsUnpickler(io.BytesIO(data)).load()
-    except pickle.UnpicklingError as e:
+    except _Refused as e:
         raise ValueError(f"{CALLER}: {e}") from e
-    except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError,
-            struct.error, MemoryError) as e:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+            RuntimeError, struct.error, MemoryError) as e:
         # a truncated or corrupted stream, or arguments our builders refused
         raise ValueError(f"{CALLER}: not a readable NVIDIA network pickle (truncated or corrupted?): "
                          f"{type(e).__name__}: {e}") from e
@@ -313,15 +322,7 @@ def read_nvlabs_pkl(path: PathLike, which: Optional[Sequence[str]] = None,
         bad = [w for w in which if w not in NETWORK_ENTRIES]
         if bad or not which:
             raise ValueError(f"{CALLER}: which must name some of {NETWORK_ENTRIES}, got {which!r}")
-    size = os.path.getsize(path)
-    if size > max_bytes:
-        raise ValueError(f"{CALLER}: {path!r} is {size} bytes, more than max_bytes={max_bytes}")
-    with open(path, "rb") as f:
-        data = f.read()
-    snapshot = unpickle_nvlabs(data)
-    if not isinstance(snapshot, dict):
-        raise ValueError(f"{CALLER}: {path!r} holds a {type(snapshot).__name__}, not a network snapshot dict "
-                         f"({NETWORK_ENTRIES})")
+    snapshot = read_snapshot(path, max_bytes)
     present = [e for e in NETWORK_ENTRIES if snapshot.get(e) is not None]
     if which is None:
         if not present:
@@ -331,6 +332,34 @@ def read_nvlabs_pkl(path: PathLike, which: Optional[Sequence[str]] = None,
     if missing:
         raise ValueError(f"{CALLER}: {path!r} has no {missing} (it has {present})")
     return {entry: network_from_record(snapshot[entry], entry) for entry in which}
+
+
+def read_nvlabs_generator(path: PathLike, use_ema: bool = True, max_bytes: int = MAX_PICKLE_BYTES
+                          ) -> tuple[nn.Module, str]:
+    """(generator, entry): the file's G_ema (G when it has none, or use_ema=False) as a ganfast
+    StyleGAN2Generator; the other networks are unpickled as inert data but not converted."""
+    snapshot = read_snapshot(path, max_bytes)
+    order = ("G_ema", "G") if use_ema else ("G",)
+    entry = next((e for e in order if snapshot.get(e) is not None), None)
+    if entry is None:
+        raise ValueError(f"{CALLER}: {os.fspath(path)!r} holds no {' or '.join(order)} "
+                         f"(keys: {sorted(map(str, snapshot))})")
+    return network_from_record(snapshot[entry], entry), entry
+
+
+def read_snapshot(path: PathLike, max_bytes: int = MAX_PICKLE_BYTES) -> dict:
+    """The snapshot dict of a network pickle as inert data (see unpickle_nvlabs)."""
+    path = os.fspath(path)
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        raise ValueError(f"{CALLER}: {path!r} is {size} bytes, more than max_bytes={max_bytes}")
+    with open(path, "rb") as f:
+        data = f.read()
+    snapshot = unpickle_nvlabs(data)
+    if not isinstance(snapshot, dict):
+        raise ValueError(f"{CALLER}: {path!r} holds a {type(snapshot).__name__}, not a network snapshot dict "
+                         f"({NETWORK_ENTRIES})")
+    return snapshot
 
 
 # ---- records -> ganfast networks ----

@@ -461,8 +461,14 @@ def _checkpoint_path(path: PathLike) -> Path:
 def load_generator(path: PathLike, device: Union[str, torch.device] = "cpu", use_ema: bool = True):
     """(G, meta) from a checkpoint directory or a run directory (its newest checkpoint): the
     preset is rebuilt from the checkpoint's run config and the EMA weights loaded (G's when the
-    run kept no EMA or use_ema=False)."""
+    run kept no EMA or use_ema=False). A .pkl file is read as an NVIDIA stylegan2-ada-pytorch /
+    stylegan3 network pickle (ganfast.models.nvlabs_pkl: no code from it runs); its G_ema, or G,
+    becomes the generator and meta is {'source': path, 'network': 'G_ema' or 'G'}."""
     import ganfast.models as models
+    if os.fspath(path).endswith(".pkl") and Path(path).is_file():
+        from ganfast.models.nvlabs_pkl import read_nvlabs_generator
+        G, entry = read_nvlabs_generator(path, use_ema)
+        return G.to(device).eval().requires_grad_(False), {"source": os.fspath(path), "network": entry}
     ckpt = _checkpoint_path(path)
     meta = json.loads((ckpt / "meta.json").read_text())
     run = (meta.get("config") or {}).get("run") or {}
