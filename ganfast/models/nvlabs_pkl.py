@@ -32,7 +32,7 @@ import pickle
 import struct
 import warnings
 from collections.abc import Mapping
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -72,7 +72,7 @@ class PersistentObject:
 
     def __setstate__(self, state):
         raise _Refused("a persistent object's reconstruction carries its state in meta['state'], "
-                                     "not in a BUILD; refusing this pickle")
+                       "not in a BUILD; refusing this pickle")
 
     def __repr__(self) -> str:
         return f"PersistentObject({self.class_name!r})"
@@ -84,7 +84,7 @@ class EasyDict(dict):
     def __setstate__(self, state):
         if state not in (None, {}):
             raise _Refused(f"dnnlib.util.EasyDict with instance attributes {state!r}; refusing "
-                                         f"this pickle")
+                           f"this pickle")
 
 
 class _Storage:
@@ -113,7 +113,7 @@ class _NumpyDType:
         if (not isinstance(state, tuple) or len(state) != 8 or state[0] != 3 or state[1] not in ("<", ">", "|", "=")
                 or state[2:] != self._PLAIN_STATE_TAIL):
             raise _Refused(f"numpy.dtype({self.spec!r}) with state {state!r}: only plain numeric "
-                                         f"dtypes are read")
+                           f"dtypes are read")
         self.byteorder = state[1]
 
     def to_numpy(self) -> np.dtype:
@@ -150,12 +150,12 @@ class _NumpyArray:
 def _reconstruct_persistent_obj(meta) -> PersistentObject:
     if not isinstance(meta, dict) or not {"type", "version", "module_src", "class_name", "state"} <= meta.keys():
         raise _Refused("torch_utils.persistence._reconstruct_persistent_obj: meta must be a dict with "
-                                     "type, version, module_src, class_name and state")
+                       "type, version, module_src, class_name and state")
     if meta["type"] != "class" or not isinstance(meta["class_name"], str) or not isinstance(meta["state"], dict) \
             or not isinstance(meta["module_src"], str):
         raise _Refused(f"torch_utils.persistence._reconstruct_persistent_obj: unexpected meta (type "
-                                     f"{meta['type']!r}, class_name {type(meta['class_name']).__name__}, state "
-                                     f"{type(meta['state']).__name__})")
+                       f"{meta['type']!r}, class_name {type(meta['class_name']).__name__}, state "
+                       f"{type(meta['state']).__name__})")
     return PersistentObject(meta["class_name"], meta["version"], meta["state"], len(meta["module_src"]))
 
 
@@ -175,7 +175,7 @@ def _load_from_bytes(data) -> _Storage:
                            f"a storage (torch's weights-only loader: {detail})") from None
         if not isinstance(storage, torch.storage.TypedStorage):
             raise _Refused(f"torch.storage._load_from_bytes: the bytes hold a "
-                                         f"{type(storage).__name__}, not a storage")
+                           f"{type(storage).__name__}, not a storage")
         flat = torch.empty(0, dtype=storage.dtype).set_(storage)
     return _Storage(flat)
 
@@ -195,7 +195,7 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
             or not _is_shape(size) or not _is_shape(stride) or len(size) != len(stride) \
             or not isinstance(requires_grad, bool):
         raise _Refused("torch._utils._rebuild_tensor_v2: expected (storage, offset >= 0, size, "
-                                     "stride, requires_grad)")
+                       "stride, requires_grad)")
     _check_hooks(backward_hooks, "torch._utils._rebuild_tensor_v2")
     if metadata is not None and not isinstance(metadata, dict):
         raise _Refused("torch._utils._rebuild_tensor_v2: metadata must be a dict")
@@ -204,8 +204,8 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
         last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
         if last >= flat.numel():
             raise _Refused(f"torch._utils._rebuild_tensor_v2: a tensor of size {list(size)}, stride "
-                                         f"{list(stride)} at offset {storage_offset} reaches past its storage of "
-                                         f"{flat.numel()} elements")
+                           f"{list(stride)} at offset {storage_offset} reaches past its storage of "
+                           f"{flat.numel()} elements")
     return flat.as_strided(size, stride, storage_offset)
 
 
@@ -216,7 +216,7 @@ def _rebuild_parameter(data, requires_grad, backward_hooks, state=None) -> torch
     _check_hooks(backward_hooks, "torch._utils._rebuild_parameter")
     if state not in (None, {}):
         raise _Refused("torch._utils._rebuild_parameter_with_state: parameters with attributes "
-                                     "are not read")
+                       "are not read")
     return data
 
 
@@ -288,12 +288,12 @@ class NvlabsUnpickler(pickle.Unpickler):
             if module.startswith("dnnlib.tflib"):
                 hint = " (a TensorFlow-era StyleGAN/StyleGAN2 pickle; convert it with NVIDIA's legacy.py first)"
             raise _Refused(f"refusing to load {module}.{name}: an NVIDIA network pickle holds only "
-                                         f"persistent networks, tensors and plain data, and ganfast resolves no "
-                                         f"other global{hint}") from None
+                           f"persistent networks, tensors and plain data, and ganfast resolves no "
+                           f"other global{hint}") from None
 
     def persistent_load(self, pid):
         raise _Refused(f"refusing a persistent id ({type(pid).__name__}): NVIDIA's network pickles "
-                                     f"use none (a torch.save file? use ganfast.models.convert.read_weights)")
+                       f"use none (a torch.save file? use ganfast.models.convert.read_weights)")
 
 
 def unpickle_nvlabs(data: bytes) -> Any:

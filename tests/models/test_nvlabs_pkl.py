@@ -9,7 +9,6 @@ import collections
 import io
 import os
 import pickle
-import sys
 
 import numpy as np
 import pytest
@@ -54,7 +53,7 @@ def assert_same_tensors(got: torch.nn.Module, expected: torch.nn.Module):
     a, b = got.state_dict(), expected.state_dict()
     assert a.keys() == b.keys()
     for k in b:
-        assert a[k].shape == b[k].shape and torch.equal(a[k], b[k]), f"{k}: {first_mismatches(a[k], b[k])}"
+        assert a[k].shape == b[k].shape and torch.equal(a[k], b[k]), f"{k}: {first_mismatches(a[k], b[k], 0.0)}"
 
 
 @pytest.fixture
@@ -124,7 +123,7 @@ def test_generator_pickle_reproduces_the_images(tmp_path, sentinel, resolution, 
     for psi in (1.0, 0.6):
         expected = G(z, c, truncation_psi=psi, noise_mode="const")
         got = G2(z, c, truncation_psi=psi, noise_mode="const")
-        assert torch.equal(got, expected), first_mismatches(got, expected)
+        assert torch.equal(got, expected), first_mismatches(got, expected, 0.0)
 
 
 D_CASES = [
@@ -288,3 +287,16 @@ def test_generate_command_reads_a_network_pickle(tmp_path, sentinel, capsys):
                              extra={"x": nv.Reduce(nv.GlobalRef("os", "system"), (_command(sentinel),))})
     assert main(["generate", "--ckpt", str(evil), "--out", str(out)]) == 2
     assert "refusing to load os.system" in capsys.readouterr().err
+
+
+def test_numpy_values_come_back_as_plain_numbers_and_arrays(sentinel):
+    # the gains NVIDIA's layers store are numpy scalars (np.sqrt(...)); real numpy pickles them here
+    values = [np.float64(0.5), np.int64(-3), np.float32(2.0), np.bool_(True), np.float16(1.5)]
+    got = unpickle_nvlabs(pickle.dumps(values, protocol=4))
+    assert got == [0.5, -3, 2.0, True, 1.5] and [type(v) for v in got] == [float, int, float, bool, float]
+    big_endian = np.arange(6, dtype=">f4").reshape(2, 3)
+    np.testing.assert_array_equal(unpickle_nvlabs(pickle.dumps(big_endian, protocol=3)).array, big_endian)
+    fortran = np.asfortranarray(np.arange(6, dtype=np.int32).reshape(2, 3))
+    np.testing.assert_array_equal(unpickle_nvlabs(pickle.dumps(fortran)).array, fortran)
+    with pytest.raises(ValueError, match=r"numpy.dtype\('O8'\)"):           # object arrays hold pickles
+        unpickle_nvlabs(pickle.dumps(np.array([None], dtype=object)))
