@@ -333,3 +333,160 @@ def flat_names(record: Persistent, prefix: str = "") -> set[str]:
         if child is not None:
             names |= flat_names(child, f"{prefix}{name}.")
     return names
+
+
+# ---- NVIDIA's forward, functional, over the records (float64), from networks.py's documented semantics ----
+
+def flatten(record: Persistent) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
+    """({dotted name: tensor as float64}, {module path: its state}) of a record."""
+    tensors, states = {}, {}
+
+    def walk(rec, path):
+        states[path] = rec.state
+        prefix = path + "." if path else ""
+        for group in ("_parameters", "_buffers"):
+            tensors.update({prefix + k: v.detach().double() for k, v in rec.state[group].items() if v is not None})
+        for name, child in rec.state["_modules"].items():
+            if child is not None:
+                walk(child, prefix + name)
+
+    walk(record, "")
+    return tensors, states
+
+
+def _gain(value) -> float:
+    return float(value.value if isinstance(value, NumpyScalar) else value)
+
+
+def _fc(t, s, path, x):
+    """FullyConnectedLayer: x @ (W * weight_gain)^T + b * bias_gain, then its activation."""
+    st = s[path]
+    y = x @ (t[f"{path}.weight"] * _gain(st["weight_gain"])).T + t[f"{path}.bias"] * _gain(st["bias_gain"])
+    return torch.nn.functional.leaky_relu(y, 0.2) * np.sqrt(2) if st["activation"] == "lrelu" else y
+
+
+def _normalize(x):
+    return x * (x.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+
+
+def _upfirdn(x, f, up=1, down=1, pad=(0, 0), gain=1.0):
+    from tests.models.rosinality_layout import upfirdn2d
+    return upfirdn2d(x, f * gain, up=up, down=down, pad=pad)
+
+
+def _bias_act(x, b, act, gain, clamp):
+    x = x + b.reshape(1, -1, 1, 1) if b is not None else x
+    x = torch.nn.functional.leaky_relu(x, 0.2) * np.sqrt(2) * gain if act == "lrelu" else x * gain
+    return x.clamp(-clamp * gain, clamp * gain) if clamp is not None else x
+
+
+def _mapping(t, s, path, z, c):
+    st = s[path]
+    parts = []
+    if st["z_dim"] > 0:
+        parts.append(_normalize(z))
+    if st["c_dim"] > 0:
+        onehot = torch.nn.functional.one_hot(c, st["c_dim"]).double()
+        parts.append(_normalize(_fc(t, s, f"{path}.embed", onehot)))
+    x = torch.cat(parts, dim=1)
+    for i in range(st["num_layers"]):
+        x = _fc(t, s, f"{path}.fc{i}", x)
+    return x
+
+
+def _modulated_conv(t, s, path, x, w, demodulate, up):
+    weight = t[f"{path}.weight"]                                        # [O, I, k, k]
+    styles = _fc(t, s, f"{path}.affine", w)                             # [N, I]
+    if not demodulate:
+        styles = styles * _gain(s[path]["weight_gain"])
+    wt = weight[None] * styles[:, None, :, None, None]                  # [N, O, I, k, k]
+    if demodulate:
+        wt = wt * (wt.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()[:, :, None, None, None]
+    out = []
+    for n in range(x.shape[0]):
+        xn = x[n:n + 1]
+        if up == 2:      # zero insertion + filter (gain 4, padding [3, 2]), then a true convolution
+            xn = _upfirdn(xn, t[f"{path}.resample_filter"], up=2, pad=(3, 2), gain=4.0)
+            out.append(torch.nn.functional.conv2d(xn, wt[n].flip([2, 3])))
+        else:
+            out.append(torch.nn.functional.conv2d(xn, wt[n], padding=weight.shape[-1] // 2))
+    return torch.cat(out)
+
+
+def generate(record: Persistent, z: torch.Tensor, c: Optional[torch.Tensor] = None,
+             truncation_psi: float = 1.0) -> torch.Tensor:
+    """NVIDIA's Generator(z, c, truncation_psi, noise_mode='const') in float64 -> [N, C, R, R]."""
+    t, s = flatten(record)
+    w = _mapping(t, s, "mapping", z.double(), c)
+    num_ws = s[""]["num_ws"]
+    ws = w[:, None].repeat(1, num_ws, 1)
+    if truncation_psi != 1:
+        ws = t["mapping.w_avg"].lerp(ws, truncation_psi)
+    x = img = None
+    w_idx = 0
+    for res in s["synthesis"]["block_resolutions"]:
+        b = f"synthesis.b{res}"
+        bs = s[b]
+        block_ws = ws[:, w_idx:w_idx + bs["num_conv"] + bs["num_torgb"]]
+        w_idx += bs["num_conv"]
+        k = 0
+        if bs["in_channels"] == 0:
+            x = t[f"{b}.const"][None].repeat(z.shape[0], 1, 1, 1)
+        convs = ["conv1"] if bs["in_channels"] == 0 else ["conv0", "conv1"]
+        for conv in convs:
+            p = f"{b}.{conv}"
+            x = _modulated_conv(t, s, p, x, block_ws[:, k], True, s[p]["up"])
+            x = x + t[f"{p}.noise_const"] * t[f"{p}.noise_strength"]
+            x = _bias_act(x, t[f"{p}.bias"], "lrelu", 1.0, s[p]["conv_clamp"])
+            k += 1
+        if img is not None:
+            img = _upfirdn(img, t[f"{b}.resample_filter"], up=2, pad=(2, 1), gain=4.0)
+        if f"{b}.torgb" in s:
+            p = f"{b}.torgb"
+            y = _modulated_conv(t, s, p, x, block_ws[:, k], False, 1)
+            y = _bias_act(y, t[f"{p}.bias"], "linear", 1.0, s[p]["conv_clamp"])
+            img = y if img is None else img + y
+    return img
+
+
+def _conv_layer(t, s, path, x, gain=1.0):
+    """Conv2dLayer: pad, convolve (weight * weight_gain), then the filter with downsampling."""
+    st = s[path]
+    weight = t[f"{path}.weight"] * _gain(st["weight_gain"])
+    k = weight.shape[-1]
+    if st["down"] == 2:      # the padding conv2d_resample adds for the 4-tap filter and down=2
+        pad = k // 2 + 1
+        x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, [pad] * 4), weight)
+        x = _upfirdn(x, t[f"{path}.resample_filter"], down=2)
+    else:
+        x = torch.nn.functional.conv2d(x, weight, padding=k // 2)
+    return _bias_act(x, t.get(f"{path}.bias"), st["activation"], gain, st["conv_clamp"])
+
+
+def discriminate(record: Persistent, img: torch.Tensor, c: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """NVIDIA's Discriminator(img, c) in float64 -> [N, 1]."""
+    t, s = flatten(record)
+    img = img.double()
+    x = None
+    for res in s[""]["block_resolutions"]:
+        b = f"b{res}"
+        if s[b]["in_channels"] == 0:
+            x = _conv_layer(t, s, f"{b}.fromrgb", img)
+        if s[b]["architecture"] == "resnet":
+            y = _conv_layer(t, s, f"{b}.skip", x, gain=np.sqrt(0.5))
+            x = y + _conv_layer(t, s, f"{b}.conv1", _conv_layer(t, s, f"{b}.conv0", x), gain=np.sqrt(0.5))
+        else:
+            x = _conv_layer(t, s, f"{b}.conv1", _conv_layer(t, s, f"{b}.conv0", x))
+    if "b4.mbstd" in s:
+        g, f = min(s["b4.mbstd"]["group_size"], x.shape[0]), s["b4.mbstd"]["num_channels"]
+        n, ch, h, w = x.shape
+        y = x.reshape(g, -1, f, ch // f, h, w)
+        y = ((y - y.mean(dim=0)).square().mean(dim=0) + 1e-8).sqrt().mean(dim=[2, 3, 4])   # [n / g, F]
+        x = torch.cat([x, y.reshape(-1, f, 1, 1).repeat(g, 1, h, w)], dim=1)
+    x = _conv_layer(t, s, "b4.conv", x)
+    x = _fc(t, s, "b4.out", _fc(t, s, "b4.fc", x.flatten(1)))
+    cmap_dim = s["b4"]["cmap_dim"]
+    if cmap_dim > 0:
+        cmap = _mapping(t, s, "mapping", None, c)
+        x = (x * cmap).sum(dim=1, keepdim=True) / np.sqrt(cmap_dim)
+    return x

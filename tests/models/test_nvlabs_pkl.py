@@ -22,6 +22,12 @@ from ganfast.testing.accuracy import first_mismatches
 from tests.models import nvlabs_layout as nv
 
 
+# ganfast's float64 forward against NVIDIA's (tests/models/nvlabs_layout.generate / discriminate): the
+# same arithmetic in another order (a fused modulated convolution, resampling filters applied
+# otherwise), so they agree to float64 rounding.
+F64_REL = 1e-12
+
+
 def perturbed(model, seed):
     """Every parameter and buffer moved off its initial value (noise strengths and biases start
     at 0, w_avg at 0), so a tensor left unset or swapped shows in the outputs."""
@@ -124,6 +130,11 @@ def test_generator_pickle_reproduces_the_images(tmp_path, sentinel, resolution, 
         expected = G(z, c, truncation_psi=psi, noise_mode="const")
         got = G2(z, c, truncation_psi=psi, noise_mode="const")
         assert torch.equal(got, expected), first_mismatches(got, expected, 0.0)
+    # and the images of NVIDIA's forward over the pickled tensors, by their NVIDIA names (float64)
+    expected = nv.generate(record, z, c, truncation_psi=0.6)
+    got = G2.double()(z.double(), c, truncation_psi=0.6, noise_mode="const")
+    tol = F64_REL * expected.abs().max().item()
+    assert (got - expected).abs().max() <= tol, first_mismatches(got, expected, tol)
 
 
 D_CASES = [
@@ -144,6 +155,10 @@ def test_discriminator_pickle_reproduces_the_logits(tmp_path, sentinel, resoluti
     img = torch.randn(4, 3, resolution, resolution, generator=torch.Generator().manual_seed(4))
     c = torch.arange(4) % c_dim if c_dim else None
     assert torch.equal(D2(img, c), D(img, c))
+    expected = nv.discriminate(nv.discriminator_record(D), img, c)[:, 0]
+    got = D2.double()(img.double(), c)
+    tol = F64_REL * expected.abs().max().item()
+    assert (got - expected).abs().max() <= tol, first_mismatches(got, expected, tol)
 
 
 def test_default_reads_every_network_and_which_names_missing_ones(tmp_path, sentinel):
