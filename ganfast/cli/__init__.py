@@ -223,8 +223,26 @@ def _metric_names(text: Optional[str], parser) -> Optional[tuple]:
     return names
 
 
+def _resume_command(argv: Sequence[str]) -> str:
+    """The command line that continues this run: the same arguments with --resume auto (under
+    torchrun, to be given to the same torchrun launch)."""
+    import shlex
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--resume":
+            skip = True
+        elif not arg.startswith("--resume="):
+            kept.append(arg)
+    arguments = shlex.join([*kept, "--resume", "auto"])
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"torchrun <the same torchrun options> -m ganfast.cli {arguments}"
+    return f"ganfast {arguments}"
+
+
 def _train(args) -> int:
-    from ganfast.training.run import RunOptions, run_training
+    from ganfast.training.run import RunOptions, TrainingStopped, run_training
     overrides = dict(args.set)
     for flag, field in (("loss", "loss"), ("lr", "lr"), ("r1_gamma", "r1_gamma"), ("pl_weight", "pl_weight"),
                         ("ema_kimg", "ema_kimg"), ("n_critic", "n_critic"), ("label_smoothing", "label_smoothing"),
@@ -248,6 +266,14 @@ def _train(args) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"ganfast train: error: {e}", file=sys.stderr)
         return 2
+    except TrainingStopped as e:      # a signal or a fault: it says what happened and how to continue
+        if e.rank == 0 or not e.signum:         # a signal stops every rank alike: rank 0 tells it
+            prefix = f"[rank {e.rank}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+            print(prefix + e.message(_resume_command(args.argv)), file=sys.stderr, flush=True)
+        return e.exit_code
+    except OSError as e:              # before training started, e.g. --out cannot be written
+        print(f"ganfast train: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -372,7 +398,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     Bad arguments exit through argparse (SystemExit with code 2 and a usage message).
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv            # as typed, for messages that give a command to run next
     try:
         return args.handler(args)
     except BrokenPipeError:

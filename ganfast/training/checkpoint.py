@@ -18,7 +18,12 @@ directory, which a later save removes once its writer is dead. Old checkpoints a
 `ckpt-*`. A directory counts as a checkpoint iff its name is `ckpt-<9 digits>`, meta.json parses,
 says complete and the tensor file's sha256 matches (`checkpoint_problem` says why not).
 
-Only safetensors and JSON are read back: loading a checkpoint never runs pickle.
+Only safetensors and JSON are read back: loading a checkpoint never runs pickle, and a malformed
+or hostile meta.json or tensor file (wrong types, bad header sizes or dtypes) is a ValueError
+saying what is wrong, raised before anything is loaded.
+
+A failed write (disk full, a file-size limit, an I/O error) raises the OSError, naming the file;
+the temporary directory is removed and the earlier checkpoints are untouched.
 
 State dicts are serialised generically: nested dicts (str or int keys), lists and tuples whose
 leaves are tensors or JSON scalars (None, bool, int, float, str) round-trip with their types, so
@@ -32,6 +37,7 @@ Distributed runs: only one process (rank 0) should save; the RNG states saved ar
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -52,7 +58,7 @@ import ganfast
 from ganfast.training.ema import state_dict_mismatch, unwrap_model
 
 __all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "resolve_resume",
-           "checkpoint_problem", "list_checkpoints", "CHECKPOINTS_DIRNAME"]
+           "checkpoint_problem", "list_checkpoints", "naming_write_errors", "CHECKPOINTS_DIRNAME"]
 
 CHECKPOINTS_DIRNAME = "checkpoints"
 TENSORS_FILENAME = "tensors.safetensors"
@@ -99,22 +105,39 @@ def _flatten_state(state: Any, path: str, tensors: dict[str, torch.Tensor]) -> A
                      f"tensors, dicts, lists, tuples, None, bool, int, float and str")
 
 
-def _unflatten_state(skeleton: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+def _unflatten_state(skeleton: Any, tensors: Mapping[str, torch.Tensor], path: str = "") -> Any:
+    """The inverse of _flatten_state. meta.json is data from a file: every node is checked, so a
+    malformed or hostile one is a ValueError naming where it is, never a TypeError or KeyError."""
     if isinstance(skeleton, dict):
+        if len(skeleton) != 1:
+            raise ValueError(f"load_checkpoint: entry {path!r} in meta.json has keys {sorted(skeleton)[:5]}, "
+                             f"expected exactly one of tensor, dict, list, tuple")
         (kind, value), = skeleton.items()
         if kind == "tensor":
-            if value not in tensors:
+            if not isinstance(value, str) or value not in tensors:
                 raise ValueError(f"load_checkpoint: tensor {value!r} named in meta.json is missing "
                                  f"from {TENSORS_FILENAME}")
             return tensors[value]
+        if kind in ("dict", "list", "tuple") and not isinstance(value, list):
+            raise ValueError(f"load_checkpoint: entry {path!r} in meta.json: {kind} holds a "
+                             f"{type(value).__name__}, expected a list")
         if kind == "dict":
-            return {key: _unflatten_state(v, tensors) for key, v in value}
+            items = {}
+            for item in value:
+                if (not isinstance(item, list) or len(item) != 2 or isinstance(item[0], bool)
+                        or not isinstance(item[0], (str, int))):
+                    raise ValueError(f"load_checkpoint: entry {path!r} in meta.json: a dict item must be "
+                                     f"[str or int key, value], got {str(item)[:80]}")
+                items[item[0]] = _unflatten_state(item[1], tensors, f"{path}/{item[0]}")
+            return items
         if kind == "list":
-            return [_unflatten_state(v, tensors) for v in value]
+            return [_unflatten_state(v, tensors, f"{path}/{i}") for i, v in enumerate(value)]
         if kind == "tuple":
-            return tuple(_unflatten_state(v, tensors) for v in value)
+            return tuple(_unflatten_state(v, tensors, f"{path}/{i}") for i, v in enumerate(value))
         raise ValueError(f"load_checkpoint: unknown entry kind {kind!r} in meta.json")
-    return skeleton
+    if skeleton is None or isinstance(skeleton, (bool, int, float, str)):
+        return skeleton
+    raise ValueError(f"load_checkpoint: entry {path!r} in meta.json is a {type(skeleton).__name__}")
 
 
 def _object_kind(name: str, obj: Any) -> str:
@@ -224,11 +247,28 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_json(path: Path, value: Any) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(value, f)
+@contextlib.contextmanager
+def naming_write_errors(path: PathLike):
+    """Re-raise an OSError from the block (disk full, file too large, I/O error) with `path` as its
+    file name when it has none: a failing write() reports no file, and the user needs it."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write `data` to `path` and fsync it (an OSError names `path`)."""
+    with naming_write_errors(path), open(path, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _write_json(path: Path, value: Any) -> None:
+    _write_file(path, json.dumps(value).encode("utf-8"))
 
 
 def _checkpoints_dir(run_dir: PathLike) -> Path:
@@ -275,6 +315,8 @@ def _read_meta(path: Path) -> tuple[Optional[dict], Optional[str]]:
         meta = json.loads(raw)
     except ValueError as e:   # JSONDecodeError, or UnicodeDecodeError for bytes that are not text
         return None, f"{META_FILENAME} does not parse ({e})"
+    except RecursionError:
+        return None, f"{META_FILENAME} is nested too deeply to parse"
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         return None, f"{META_FILENAME} is not a {FORMAT_NAME} file"
     if meta.get("complete") is not True:
@@ -404,13 +446,17 @@ def save_checkpoint(run_dir: PathLike, step: int, objects: Mapping[str, Any], co
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        tensors_path = tmp / TENSORS_FILENAME
-        safetensors.torch.save_file(tensors, str(tensors_path), metadata={"format": FORMAT_NAME})
-        _fsync_path(tensors_path)
+        # Serialized in memory (a second copy of the tensors, briefly) and written by Python, so a
+        # full disk or a file-size limit is an OSError naming the file (safetensors' own writer
+        # reports it as a SafetensorError without errno or path); the hash comes from the bytes.
+        data = safetensors.torch.save(tensors, metadata={"format": FORMAT_NAME})
+        _write_file(tmp / TENSORS_FILENAME, data)
+        tensors_sha256 = hashlib.sha256(data).hexdigest()
+        del data
         meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "step": step,
                 **json.loads(json_parts), "objects": object_entries, "rng": rng,
                 "ganfast_version": ganfast.__version__, "torch_version": torch.__version__,
-                "saved_unix_time": time.time(), "tensors_sha256": _sha256_file(tensors_path),
+                "saved_unix_time": time.time(), "tensors_sha256": tensors_sha256,
                 "complete": True}
         _write_json(tmp / META_FILENAME, meta)
         _fsync_path(tmp)
@@ -442,6 +488,8 @@ def _first_shape_mismatch(current: Any, saved: Any, path: str) -> Optional[str]:
         if tuple(current.shape) != tuple(saved.shape):
             return f"{path!r} has shape {list(saved.shape)} in the state dict, {list(current.shape)} here"
         return None
+    if isinstance(current, torch.Tensor):
+        return f"{path!r} is a {type(saved).__name__} in the state dict, a tensor here"
     if isinstance(current, Mapping) and isinstance(saved, Mapping):
         pairs = [(current[k], saved[k], f"{path}/{k}") for k in current if k in saved]
     elif isinstance(current, (list, tuple)) and isinstance(saved, (list, tuple)):
@@ -459,10 +507,18 @@ def _check_compatible(name: str, kind: str, obj: Any, saved: Any) -> None:
     """Raise ValueError, naming the keys, if `saved` cannot be loaded into `obj`; nothing is
     loaded until every object passes."""
     current = _object_state(obj, kind)
+    if isinstance(current, Mapping) and not isinstance(saved, Mapping):
+        raise ValueError(f"load_checkpoint: object {name!r} is a {type(saved).__name__} in the checkpoint, "
+                         f"expected a state dict")
+    if kind == "optimizer" and not (isinstance(saved.get("param_groups"), list) and all(
+            isinstance(g, Mapping) and isinstance(g.get("params"), list) for g in saved["param_groups"])):
+        raise ValueError(f"load_checkpoint: object {name!r}: the checkpoint's optimizer state has no valid "
+                         f"param_groups")
     strict_keys = kind == "module" or (
         isinstance(current, Mapping) and current and all(isinstance(v, torch.Tensor) for v in current.values()))
     if strict_keys:
-        problem = state_dict_mismatch(current, saved, key_prefix=f"{name}/")
+        problem = (state_dict_mismatch(current, saved, key_prefix=f"{name}/")
+                   or _first_shape_mismatch(current, saved, name))
     else:
         problem = _first_shape_mismatch(current, saved, name)
     if kind == "optimizer":
@@ -472,6 +528,52 @@ def _check_compatible(name: str, kind: str, obj: Any, saved: Any) -> None:
             problem = f"parameter groups of sizes {there} in the checkpoint, {here} here"
     if problem:
         raise ValueError(f"load_checkpoint: object {name!r} does not match the checkpoint: {problem}")
+
+
+_OBJECT_KINDS = ("module", "optimizer", "generator", "state_dict")
+
+
+def _check_layout(path: Path, meta: dict, with_rng: bool) -> None:
+    """The parts of meta.json load_checkpoint reads have the types it writes (ValueError if not)."""
+    def bad(what: str) -> ValueError:
+        return ValueError(f"load_checkpoint: {path / META_FILENAME} is malformed: {what}")
+    objects = meta.get("objects")
+    if not isinstance(objects, dict):
+        raise bad(f"'objects' is a {type(objects).__name__}, expected a dict")
+    for name, entry in objects.items():
+        if not isinstance(entry, dict) or entry.get("kind") not in _OBJECT_KINDS or "state" not in entry:
+            raise bad(f"object {name!r} must be a dict with 'state' and a 'kind' in {_OBJECT_KINDS}")
+        versions = entry.get("module_versions")
+        if versions is not None and not (isinstance(versions, dict) and all(
+                isinstance(v, dict) and all(isinstance(k, str) for k in v) for v in versions.values())):
+            raise bad(f"object {name!r}: 'module_versions' must map prefixes to dicts")
+    if with_rng:
+        rng = meta.get("rng")
+        numpy_state = rng.get("numpy") if isinstance(rng, dict) else None
+        python_state = rng.get("python") if isinstance(rng, dict) else None
+        if not (isinstance(rng, dict) and isinstance(rng.get("torch_cuda_count"), int)
+                and isinstance(numpy_state, list) and len(numpy_state) == 4 and isinstance(numpy_state[0], str)
+                and all(isinstance(v, (int, float)) for v in numpy_state[1:])
+                and isinstance(python_state, list) and len(python_state) == 3 and isinstance(python_state[0], int)
+                and isinstance(python_state[1], list) and all(isinstance(v, int) for v in python_state[1])
+                and (python_state[2] is None or isinstance(python_state[2], float))):
+            raise bad("'rng' does not hold the RNG states ganfast writes")
+
+
+def _check_rng(path: Path, rng: dict, tensors: Mapping[str, torch.Tensor]) -> None:
+    """The RNG tensors _restore_rng reads exist with the dtype it writes (uint8), before anything
+    is loaded."""
+    names = [f"{_RNG_PREFIX}/torch_cpu", f"{_RNG_PREFIX}/numpy_keys"]
+    names += [f"{_RNG_PREFIX}/torch_cuda/{i}" for i in range(rng["torch_cuda_count"])]
+    for name in names:
+        t = tensors.get(name)
+        if t is None or t.dtype != torch.uint8 or t.dim() != 1:
+            raise ValueError(f"load_checkpoint: {path / TENSORS_FILENAME} lacks the RNG state {name!r} "
+                             f"(a 1-D uint8 tensor)")
+    if tensors[f"{_RNG_PREFIX}/numpy_keys"].numel() != 624 * 4:
+        raise ValueError(f"load_checkpoint: {path / TENSORS_FILENAME}: the numpy RNG key is not 624 uint32")
+    if tensors[f"{_RNG_PREFIX}/torch_cpu"].numel() != torch.get_rng_state().numel():
+        raise ValueError(f"load_checkpoint: {path / TENSORS_FILENAME}: the torch RNG state has the wrong size")
 
 
 def load_checkpoint(path: PathLike, objects: Mapping[str, Any], map_location: Union[str, torch.device] = "cpu",
@@ -491,6 +593,7 @@ def load_checkpoint(path: PathLike, objects: Mapping[str, Any], map_location: Un
     if problem:
         raise ValueError(f"load_checkpoint: {str(path)!r} is not a complete checkpoint: {problem}")
     meta, _ = _read_meta(path)
+    _check_layout(path, meta, restore_rng)
     saved_objects = meta["objects"]
     missing = [name for name in objects if name not in saved_objects]
     if missing:
@@ -500,14 +603,23 @@ def load_checkpoint(path: PathLike, objects: Mapping[str, Any], map_location: Un
         raise ValueError(f"load_checkpoint: {path.name} also holds {unused}, which `objects` lacks "
                          f"(pass them, or partial=True to load a subset)")
 
-    tensors = safetensors.torch.load_file(path / TENSORS_FILENAME, device=str(torch.device(map_location)))
+    try:
+        tensors = safetensors.torch.load_file(path / TENSORS_FILENAME, device=str(torch.device(map_location)))
+    except safetensors.SafetensorError as e:     # a malformed header: sizes, offsets, dtypes
+        raise ValueError(f"load_checkpoint: {path / TENSORS_FILENAME} is not a valid safetensors file: {e}") from e
+    if restore_rng:
+        _check_rng(path, meta["rng"], tensors)
     states = {}
     for name, obj in objects.items():
         entry = saved_objects[name]
         if entry["kind"] != kinds[name]:
             raise ValueError(f"load_checkpoint: object {name!r} is of kind {entry['kind']!r} in the "
                              f"checkpoint, {kinds[name]!r} here")
-        states[name] = _unflatten_state(entry["state"], tensors)
+        try:
+            states[name] = _unflatten_state(entry["state"], tensors, name)
+        except RecursionError:
+            raise ValueError(f"load_checkpoint: the state of {name!r} in {path / META_FILENAME} is nested "
+                             f"too deeply") from None
         _check_compatible(name, kinds[name], obj, states[name])
 
     for name, obj in objects.items():

@@ -13,9 +13,18 @@ not support, and the lazy phases use only part of each network, which DDP would 
 parameters. One flat all-reduce per optimizer step (what NVlabs' StyleGAN2-ADA does too) is the
 same communication as DDP's bucketed one, without those limits. Results equal single-process
 training with the same global batch up to float summation order (tested with 2 gloo processes).
+
+Faults. Every collective of the process group times out after GANFAST_DIST_TIMEOUT seconds
+(default DEFAULT_TIMEOUT_S, 30 minutes: longer than any legitimate wait, e.g. the other ranks
+waiting while rank 0 computes metrics at a snapshot). A process that dies closes its connections,
+so with gloo the others fail at their next collective at once; a process that hangs (or, with
+NCCL, dies: NCCL does not notice) makes the others fail after the timeout. Under torchrun the
+agent also notices a dead worker and stops the others itself (it sends them SIGTERM, then SIGKILL
+after its shutdown timeout). `is_process_group_failure` tells these errors from others.
 """
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Iterable, Optional
@@ -25,7 +34,10 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = ["DistributedContext", "init_distributed", "all_reduce_mean_", "broadcast_module_",
-           "use_cross_replica_batch_norm", "shutdown_distributed"]
+           "use_cross_replica_batch_norm", "shutdown_distributed", "collective_timeout_s", "max_over_ranks",
+           "is_process_group_failure", "DEFAULT_TIMEOUT_S"]
+
+DEFAULT_TIMEOUT_S = 1800.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,7 @@ class DistributedContext:
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
     group: Optional[object] = None
+    cpu_group: Optional[object] = None     # a gloo group for small host-side agreements (max_over_ranks)
 
     @property
     def is_main(self) -> bool:
@@ -62,9 +75,24 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"init_distributed: environment variable {name} must be an integer, got {text!r}") from None
 
 
+def collective_timeout_s() -> float:
+    """GANFAST_DIST_TIMEOUT (seconds > 0), else DEFAULT_TIMEOUT_S."""
+    text = os.environ.get("GANFAST_DIST_TIMEOUT")
+    if text is None:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"init_distributed: GANFAST_DIST_TIMEOUT must be a number of seconds > 0, got {text!r}")
+    return value
+
+
 def init_distributed(device: Optional[str] = None, backend: Optional[str] = None) -> DistributedContext:
     """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK and join the process group (NCCL on CUDA,
-    gloo on CPU, unless `backend` says otherwise). Without torchrun's variables: a single process.
+    gloo on CPU, unless `backend` says otherwise) with collectives timing out after
+    collective_timeout_s(). Without torchrun's variables: a single process.
 
     device: "cpu", "cuda" or None (cuda when available). On CUDA each process takes GPU
     LOCAL_RANK. A process group that is already initialized is used as it is.
@@ -85,11 +113,36 @@ def init_distributed(device: Optional[str] = None, backend: Optional[str] = None
         dev = torch.device("cpu")
     if world_size == 1 and not dist.is_initialized():
         return DistributedContext(device=dev)
+    timeout = datetime.timedelta(seconds=collective_timeout_s())
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend or ("nccl" if device == "cuda" else "gloo"),
+        dist.init_process_group(backend=backend or ("nccl" if device == "cuda" else "gloo"), timeout=timeout,
                                 **({"device_id": dev} if device == "cuda" else {}))
+    # a CPU group for the per-step stop agreement: a flag all-reduced there never waits on the GPU
+    cpu_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo", timeout=timeout)
     return DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank,
-                              device=dev, group=dist.group.WORLD)
+                              device=dev, group=dist.group.WORLD, cpu_group=cpu_group)
+
+
+def max_over_ranks(value: int, ctx: DistributedContext) -> int:
+    """The largest of every process's `value` (a small int; each must call it): how processes agree
+    on a host-side decision (stop on a signal, a failed checkpoint). One tiny CPU all-reduce, no
+    GPU synchronization; `value` itself for one process."""
+    if not ctx.distributed:
+        return value
+    flag = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=ctx.cpu_group if ctx.cpu_group is not None else ctx.group)
+    return int(flag[0])
+
+
+def is_process_group_failure(error: BaseException) -> bool:
+    """Whether `error` is a collective that failed because another process died, hung past the
+    timeout or lost its connection (torch's DistError family; gloo raises plain RuntimeErrors
+    from its transport, recognised by their text)."""
+    if isinstance(error, dist.DistError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(mark in text for mark in (
+        "gloo/transport", "Connection reset by peer", "Connection closed by peer", "Timed out waiting", "NCCL"))
 
 
 def all_reduce_mean_(flat: torch.Tensor, ctx: DistributedContext) -> torch.Tensor:

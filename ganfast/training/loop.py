@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from ganfast.training import losses as L
 from ganfast.training.amp import autocast, check_amp, make_grad_scaler
 from ganfast.training.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
-from ganfast.training.distributed import (DistributedContext, all_reduce_mean_, broadcast_module_,
+from ganfast.training.distributed import (DistributedContext, all_reduce_mean_, broadcast_module_, max_over_ranks,
                                           use_cross_replica_batch_norm)
 from ganfast.training.ema import EMA, unwrap_model
 from ganfast.training.graphs import PhaseRunner, StaticInputs
@@ -939,16 +939,28 @@ class Trainer:
         return full
 
     def save(self) -> Optional[Path]:
-        """Write a checkpoint of the current state (rank 0 writes; every rank waits for it)."""
+        """Write a checkpoint of the current state (rank 0 writes; every rank waits for it). When
+        the write fails (disk full, ...), rank 0 raises its error (an OSError naming the file; the
+        earlier checkpoints are intact) and every other rank an OSError saying so: no rank is left
+        waiting for the others."""
         if self.run_dir is None:
             raise ValueError("Trainer.save: no run_dir was given")
-        path = None
+        path, error = None, None
         if self.ctx.is_main:
-            path = save_checkpoint(self.run_dir, self.progress.step, self.checkpoint_objects(), self._full_config(),
-                                   keep=self.keep_checkpoints, cur_nimg=self.progress.cur_nimg)
+            try:
+                path = save_checkpoint(self.run_dir, self.progress.step, self.checkpoint_objects(),
+                                       self._full_config(), keep=self.keep_checkpoints,
+                                       cur_nimg=self.progress.cur_nimg)
+            except Exception as e:     # re-raised below, once every rank knows
+                error = e
+        failed = max_over_ranks(int(error is not None), self.ctx)     # also the barrier after the write
+        if error is not None:
+            raise error
+        if failed:
+            raise OSError(f"rank 0 could not write the checkpoint of step {self.progress.step} (its output says why)")
+        if path is not None:
             self.last_checkpoint = path
         self._saved_step = self.progress.step
-        self.ctx.barrier()
         return path
 
     def resume(self, resume: Union[str, Path, None] = "auto") -> Optional[Path]:

@@ -13,6 +13,21 @@ Run directory (`out`):
                         when the tensorboard package is installed
     summary.json        first and last metrics, time, images/s
 `load_generator(path)` rebuilds the EMA generator of a run or checkpoint (for generate / metrics).
+
+Faults (each tested in tests/training/test_faults.py). run_training raises TrainingStopped, whose
+message says what happened, the last checkpoint and how to resume, when:
+  - SIGTERM or SIGINT arrives: the current step finishes, a checkpoint is written (the run's own,
+    so --resume auto continues exactly), logs close, exit code 128 + the signal number. A second
+    signal ends the process at once, by that signal (a save it cuts short leaves only a temporary
+    directory). With several processes every rank all-reduces the flag after each step (one tiny
+    CPU collective), so all of them stop after the same step and save together.
+  - a write fails (disk full, file-size limit, I/O error): the error names the file; a failed
+    checkpoint leaves the earlier ones intact; exit code 1.
+  - another process of a distributed run dies or stops answering: this one stops at its next
+    collective, at once when the peer's connection closes, else after GANFAST_DIST_TIMEOUT
+    seconds (ganfast.training.distributed); exit code 1.
+The handlers are installed only while run_training trains, only from the main thread, and the
+previous ones restored afterwards.
 """
 from __future__ import annotations
 
@@ -21,7 +36,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +47,15 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from ganfast.training.allocator import tune_cpu_allocator
-from ganfast.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, checkpoint_problem
+from ganfast.training.checkpoint import (checkpoint_problem, latest_checkpoint, list_checkpoints, load_checkpoint,
+                                         naming_write_errors)
 from ganfast.training.loop import Trainer, TrainingConfig
 from ganfast.training.recipes import recipe_for
 from ganfast.training.visualize import image_grid, label_rows, read_jsonl, save_curves, save_grid_png
 
-__all__ = ["RunOptions", "DEFAULT_PRESET", "run_training", "load_generator", "evaluate_generator", "real_images",
-           "generate_images", "default_metrics", "sample_grid", "full_resolution"]
+__all__ = ["RunOptions", "DEFAULT_PRESET", "run_training", "TrainingStopped", "load_generator",
+           "evaluate_generator", "real_images", "generate_images", "default_metrics", "sample_grid",
+           "full_resolution"]
 
 DEFAULT_PRESET = "cdcgan-32"
 PathLike = Union[str, Path]
@@ -109,6 +128,62 @@ class _TensorBoard:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+class TrainingStopped(Exception):
+    """run_training stopped before its budget: a signal, a failed write, or a lost process.
+
+    what: what happened; checkpoint: the newest checkpoint on disk (None: none yet); out: the run
+    directory; exit_code: what `ganfast train` exits with (128 + signal number after a signal, 1
+    after a fault); signum: the signal, or 0; rank: the process that raised it."""
+
+    def __init__(self, what: str, out: Path, checkpoint: Optional[Path], exit_code: int, signum: int = 0,
+                 rank: int = 0):
+        self.what, self.out, self.checkpoint = what, Path(out), checkpoint
+        self.exit_code, self.signum, self.rank = exit_code, signum, rank
+        super().__init__(self.message())
+
+    def message(self, resume_command: Optional[str] = None) -> str:
+        """The whole story; resume_command: the exact command line, where the caller knows it."""
+        where = f"the last checkpoint is {self.checkpoint}" if self.checkpoint is not None else \
+            "no checkpoint was written yet (a resume starts from scratch)"
+        how = resume_command or f"ganfast train <the same arguments> --out {self.out} --resume auto"
+        return f"{self.what}; {where}. To continue: {how}"
+
+
+class _StopSignals:
+    """While training: the first SIGTERM / SIGINT only sets `signum` (the loop reads it after each
+    step); a second one ends the process at once, by that signal (default action). Installed from
+    the main thread only (Python allows no other), the previous handlers restored on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum = 0
+        self._previous: dict = {}
+
+    def install(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame) -> None:
+        # os.write, not print: the handler may run while the main thread is inside a print
+        name = signal.Signals(signum).name
+        if self.signum:
+            os.write(2, f"\nganfast train: {name} again: exiting now, without a checkpoint\n".encode())
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            os._exit(128 + signum)      # not reached: the default action of SIGINT and SIGTERM ends the process
+        self.signum = signum
+        os.write(2, f"\nganfast train: {name} received: finishing the current step, then writing a checkpoint "
+                    f"(send it again to exit at once)\n".encode())
 
 
 def _log(ctx, message: str) -> None:
@@ -250,7 +325,11 @@ def full_resolution(images: torch.Tensor, resolution: Optional[int]) -> torch.Te
 
 def _check_resume_preset(path: Path, options: RunOptions) -> None:
     meta = json.loads((path / "meta.json").read_text())
-    saved = ((meta.get("config") or {}).get("run") or {}).get("preset")
+    config = meta.get("config")
+    run = config.get("run") if isinstance(config, dict) else None
+    if not isinstance(run, dict):
+        raise ValueError(f"--resume: {path} was not written by `ganfast train` (its meta.json holds no run config)")
+    saved = run.get("preset")
     if saved is not None and saved != options.preset:
         raise ValueError(f"--resume: {path} is a checkpoint of preset {saved!r}, but this run trains "
                          f"{options.preset!r} (pass --preset {saved}, or another --out)")
@@ -269,7 +348,8 @@ def _truncate_jsonl(path: Path, max_nimg: int) -> None:
 
 def run_training(options: RunOptions) -> dict[str, Any]:
     """Train as described by `options`; returns the summary (also written to out/summary.json)."""
-    from ganfast.training.distributed import init_distributed, shutdown_distributed
+    from ganfast.training.distributed import (collective_timeout_s, init_distributed, is_process_group_failure,
+                                              max_over_ranks, shutdown_distributed)
     ctx = init_distributed(options.device)
     allocator = tune_cpu_allocator() if ctx.device.type == "cpu" else None
     out = Path(options.out)
@@ -337,7 +417,7 @@ def run_training(options: RunOptions) -> dict[str, Any]:
                "seconds": round(time.time() - t0, 2)}
         if trainer.growth_state is not None:
             row.update(resolution=trainer.growth_state.resolution, alpha=trainer.growth_state.alpha)
-        with open(out / "metrics.jsonl", "a") as f:
+        with naming_write_errors(out / "metrics.jsonl"), open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         board.scalars("Metrics", values, trainer.progress.cur_nimg)
         shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if k in ("fid", "kid", "swd_avg", "precision",
@@ -352,34 +432,60 @@ def run_training(options: RunOptions) -> dict[str, Any]:
         G_eval = trainer.ema.module if trainer.ema is not None else trainer.G
         grid = sample_grid(G_eval, options.grid, getattr(dataset, "class_names", ()), seed=options.seed + 3,
                            device=ctx.device)
-        path = save_grid_png(grid, out / "samples" / f"grid-{trainer.progress.cur_nimg:09d}img.png", scale=2)
+        path = out / "samples" / f"grid-{trainer.progress.cur_nimg:09d}img.png"
         latest = out / "samples" / "latest.png"
-        shutil.copyfile(path, latest.with_name("latest.png.tmp"))
+        with naming_write_errors(path):
+            save_grid_png(grid, path, scale=2)
+        with naming_write_errors(latest.with_name("latest.png.tmp")):
+            shutil.copyfile(path, latest.with_name("latest.png.tmp"))
         os.replace(latest.with_name("latest.png.tmp"), latest)      # a viewer never sees half a file
         board.image("samples", grid, trainer.progress.cur_nimg)
         return path
 
-    first_metrics = evaluate("start") if resumed is None else None
-    if resumed is None:
-        write_grid()
+    def saved(what: str) -> None:
+        """trainer.save(), a failed write turned into TrainingStopped (every rank learns of it)."""
+        try:
+            trainer.save()
+        except OSError as e:
+            _close(bar, board)
+            shutdown_distributed(ctx)      # every rank got here (Trainer.save tells them all): leave together
+            raise TrainingStopped(f"ganfast train: could not write the checkpoint of step {trainer.progress.step} "
+                                  f"({what}): {e}; the earlier checkpoints are intact. Free space (or fix the "
+                                  f"error) first", out, trainer.last_checkpoint, 1, rank=ctx.rank) from e
 
+    signals = _StopSignals().install()       # restored in the finally below
     bar = None
-    if ctx.is_main and options.progress:
-        from tqdm import tqdm
-        bar = tqdm(total=total_nimg, initial=min(trainer.progress.cur_nimg, total_nimg), unit="img",
-                   dynamic_ncols=True, file=sys.stderr)
     tick_start, tick_nimg_start = time.time(), trainer.progress.cur_nimg
     run_start, run_nimg_start = time.time(), trainer.progress.cur_nimg
     next_tick = (trainer.progress.cur_nimg // tick_nimg + 1) * tick_nimg
     next_snap = (trainer.progress.cur_nimg // snap_nimg + 1) * snap_nimg
     last_snap_nimg = trainer.progress.cur_nimg if resumed else None
     try:
+        first_metrics = evaluate("start") if resumed is None else None
+        if resumed is None:
+            write_grid()
+        if ctx.is_main and options.progress:
+            from tqdm import tqdm
+            bar = tqdm(total=total_nimg, initial=min(trainer.progress.cur_nimg, total_nimg), unit="img",
+                       dynamic_ncols=True, file=sys.stderr)
         while trainer.progress.cur_nimg < total_nimg:
             before = trainer.progress.cur_nimg
             trainer.step()             # its statistics stay on the device: read once per tick below
             cur = trainer.progress.cur_nimg
             if bar is not None:
                 bar.update(min(cur, total_nimg) - min(before, total_nimg))
+            # a signal: stop after this step. Several processes agree first (one tiny CPU all-reduce
+            # per step), so they all save and stop after the same step; one process reads a flag.
+            stop = max_over_ranks(signals.signum, ctx)
+            if stop:
+                name = signal.Signals(stop).name
+                trainer.check_finite()            # never checkpoint a halted run (NonFiniteError saves itself)
+                saved(f"on {name}")
+                _close(bar, board)
+                shutdown_distributed(ctx)
+                raise TrainingStopped(f"ganfast train: stopped by {name} at {cur / 1000:g} kimg (step "
+                                      f"{trainer.progress.step})", out, trainer.last_checkpoint, 128 + stop,
+                                      signum=stop, rank=ctx.rank)
             done = cur >= total_nimg
             if cur >= next_tick or done:
                 means = trainer.read_stats()          # one host read per tick (raises NonFiniteError on a halt)
@@ -391,7 +497,7 @@ def run_training(options: RunOptions) -> dict[str, Any]:
                     row.update(resolution=trainer.growth_state.resolution, alpha=trainer.growth_state.alpha,
                                batch=trainer.batch)
                 if ctx.is_main:
-                    with open(out / "log.jsonl", "a") as f:
+                    with naming_write_errors(out / "log.jsonl"), open(out / "log.jsonl", "a") as f:
                         f.write(json.dumps(row) + "\n")
                     board.scalars("Progress", row, cur)
                     if bar is not None:
@@ -405,17 +511,27 @@ def run_training(options: RunOptions) -> dict[str, Any]:
                 tick_start, tick_nimg_start = time.time(), cur
                 next_tick = (cur // tick_nimg + 1) * tick_nimg
             if cur >= next_snap or done:
-                trainer.save()
+                saved("snapshot")
                 last_snap_nimg = cur
                 evaluate("final" if done else "snapshot")
                 next_snap = (cur // snap_nimg + 1) * snap_nimg
         if last_snap_nimg != trainer.progress.cur_nimg:     # e.g. resumed at the end already
-            trainer.save()
+            saved("end of training")
+    except OSError as e:                             # a log, grid or metrics file (rank 0 writes them)
+        raise TrainingStopped(f"ganfast train: I/O error at {trainer.progress.cur_nimg / 1000:g} kimg (step "
+                              f"{trainer.progress.step}): {e}. Free space (or fix the error) first", out,
+                              trainer.last_checkpoint, 1, rank=ctx.rank) from e
+    except Exception as e:
+        if not (ctx.distributed and is_process_group_failure(e)):
+            raise
+        raise TrainingStopped(f"ganfast train: rank {ctx.rank} of {ctx.world_size} lost the other processes at "
+                              f"{trainer.progress.cur_nimg / 1000:g} kimg (step {trainer.progress.step}): another "
+                              f"process died or did not answer within GANFAST_DIST_TIMEOUT={collective_timeout_s():g} "
+                              f"s (see the other processes' output). The failed collective: {e}", out,
+                              trainer.last_checkpoint, 1, rank=ctx.rank) from e
     finally:
-        if bar is not None:
-            bar.close()
-        if board is not None:
-            board.close()
+        _close(bar, board)
+        signals.restore()
 
     summary: dict[str, Any] = {}
     if ctx.is_main:
@@ -439,6 +555,14 @@ def run_training(options: RunOptions) -> dict[str, Any]:
                     _log(ctx, f"  {k}: {first_metrics[k]:.4g} at start -> {rows[-1][k]:.4g} now")
     shutdown_distributed(ctx)
     return summary
+
+
+def _close(bar, board) -> None:
+    """Close the progress bar and the TensorBoard writer (each may be None; closing twice is fine)."""
+    if bar is not None:
+        bar.close()
+    if board is not None:
+        board.close()
 
 
 def _checkpoint_path(path: PathLike) -> Path:
