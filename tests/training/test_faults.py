@@ -515,7 +515,10 @@ def test_allowed_unpicklers_restrict_what_they_build():
 # ------------------------------------------------------------------------------------------------
 # A dead or hung process in a 2-process run.
 
-DIST_TIMEOUT_S = 5
+# GANFAST_DIST_TIMEOUT of the hung-process test (it waits this long); short, but well above how far
+# apart two processes starting together reach their first collective on a loaded machine
+HUNG_TIMEOUT_S = 10
+DIST_TIMEOUT_S = 120     # the other 2-process tests: nothing there should wait for it
 
 
 def _free_port() -> int:
@@ -524,37 +527,77 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class TwoProcesses:
+    """`ganfast train` as ranks 0 and 1 of a gloo group, started by hand (torchrun's environment
+    variables, no torchrun), each process's output in tmp_path/rank<r>.txt."""
+
+    def __init__(self, tmp_path: Path, out: Path, timeout_s: float = DIST_TIMEOUT_S):
+        env = dict(_env(), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE="2",
+                   GANFAST_DIST_TIMEOUT=str(timeout_s))
+        self.out, self.procs, self.logs = out, [], [tmp_path / f"rank{rank}.txt" for rank in range(2)]
+        for rank in range(2):
+            with open(self.logs[rank], "wb") as log:
+                self.procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "ganfast.cli", *train_argv(out, "--kimg", "100", "--device", "cpu")],
+                    cwd=REPO_ROOT, env=dict(env, RANK=str(rank), LOCAL_RANK=str(rank)), stdout=log,
+                    stderr=subprocess.STDOUT))
+
+    def wait_for_logged_steps(self, n: int) -> None:
+        log = self.out / "log.jsonl"
+        _wait_for(lambda: log.exists() and log.read_text().count("\n") >= n, f"{n} logged steps", self.procs[0])
+
+    def output(self, rank: int) -> str:
+        return self.logs[rank].read_text()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
+    """SIGTERM to rank 1 alone: the ranks all-reduce the flag after each step, so both stop after
+    the same step; rank 0 writes that step's checkpoint and says so; both exit 143."""
+    out = tmp_path / "run"
+    ranks = TwoProcesses(tmp_path, out)
+    try:
+        ranks.wait_for_logged_steps(2)
+        ranks.procs[1].send_signal(signal.SIGTERM)
+        for proc in ranks.procs:
+            proc.wait(timeout=PROCESS_TIMEOUT_S)
+    finally:
+        ranks.close()
+    outputs = [ranks.output(rank) for rank in range(2)]
+    assert [proc.returncode for proc in ranks.procs] == [128 + signal.SIGTERM] * 2, outputs
+    assert "SIGTERM received" in outputs[1] and "SIGTERM received" not in outputs[0]
+    stop = [line for line in outputs[0].splitlines() if "stopped by SIGTERM" in line]
+    assert len(stop) == 1 and "stopped by SIGTERM" not in outputs[1], outputs
+    newest = list_checkpoints(out)[-1]
+    assert f"(step {int(newest.name[5:])}); the last checkpoint is {newest}" in stop[0]
+    assert checkpoint_problem(newest) is None
+    assert "To continue: torchrun <the same torchrun options> -m ganfast.cli train" in stop[0]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["SIGKILL", "SIGSTOP"])
 def test_the_survivor_of_a_dead_or_hung_process_exits_with_an_error(tmp_path, fault):
-    """Two gloo processes started by hand (torchrun would stop the survivor itself). Once rank 0
-    has logged a step, rank 1 is killed (SIGKILL: its connections close, the survivor's next
-    collective fails at once) or frozen (SIGSTOP: the survivor's collective times out after
-    GANFAST_DIST_TIMEOUT). Either way rank 0 exits 1 with a message saying it lost the other
-    processes, instead of waiting forever."""
+    """Once rank 0 has logged two steps, rank 1 is killed (SIGKILL: its connections close, the
+    survivor's next collective fails at once) or frozen (SIGSTOP: the survivor's collective times
+    out after GANFAST_DIST_TIMEOUT). Either way rank 0 exits 1 with a message saying it lost the
+    other processes, instead of waiting forever. (torchrun would stop the survivor itself.)"""
     out = tmp_path / "run"
-    env = dict(_env(), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE="2",
-               GANFAST_DIST_TIMEOUT=str(DIST_TIMEOUT_S))
-    procs, logs = [], []
-    for rank in range(2):
-        logs.append(tmp_path / f"rank{rank}.txt")
-        with open(logs[-1], "wb") as log:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "ganfast.cli", *train_argv(out, "--kimg", "100", "--device", "cpu")],
-                cwd=REPO_ROOT, env=dict(env, RANK=str(rank), LOCAL_RANK=str(rank)), stdout=log,
-                stderr=subprocess.STDOUT))
+    timeout_s = HUNG_TIMEOUT_S if fault == "SIGSTOP" else DIST_TIMEOUT_S
+    ranks = TwoProcesses(tmp_path, out, timeout_s)
     try:
-        _wait_for(lambda: (out / "log.jsonl").exists() and (out / "log.jsonl").read_text().count("\n") >= 2,
-                  "second logged step", procs[0])
-        procs[1].send_signal(getattr(signal, fault))
-        procs[0].wait(timeout=DIST_TIMEOUT_S + 120)
+        ranks.wait_for_logged_steps(2)
+        ranks.procs[1].send_signal(getattr(signal, fault))
+        ranks.procs[0].wait(timeout=timeout_s + 120)
     finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
-    output = logs[0].read_text()
-    assert procs[0].returncode == 1, output
-    assert "rank 0 of 2 lost the other processes" in output and "GANFAST_DIST_TIMEOUT=5 s" in output, output
+        ranks.close()
+    output = ranks.output(0)
+    assert ranks.procs[0].returncode == 1, output
+    assert "rank 0 of 2 lost the other processes" in output and f"GANFAST_DIST_TIMEOUT={timeout_s} s" in output
     assert ("Timed out" if fault == "SIGSTOP" else "Connection") in output, output
     assert "To continue: torchrun <the same torchrun options> -m ganfast.cli train" in output
     assert checkpoint_problem(list_checkpoints(out)[-1]) is None
