@@ -129,8 +129,11 @@ def max_over_ranks(value: int, ctx: DistributedContext) -> int:
     GPU synchronization; `value` itself for one process."""
     if not ctx.distributed:
         return value
-    flag = torch.tensor([value], dtype=torch.int64)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=ctx.cpu_group if ctx.cpu_group is not None else ctx.group)
+    # a context built by hand may lack the CPU group: then the flag goes through the main group, on
+    # its device (for NCCL a GPU round trip)
+    on_cpu = ctx.cpu_group is not None
+    flag = torch.tensor([value], dtype=torch.int64, device="cpu" if on_cpu else ctx.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=ctx.cpu_group if on_cpu else ctx.group)
     return int(flag[0])
 
 
