@@ -497,8 +497,10 @@ class Trainer:
         # benchmarks and sec/kimg breakdowns; CUDA work is synchronized only when profile_phases is set
         self.phase_seconds: dict[str, collections.deque] = {}      # the last 1000 calls per phase
         self.profile_phases = False
-        if ctx.distributed:
-            self._seed_global_rng()
+        # The global RNG draws noise inputs, style-mixing cutoffs and regularizer noise: seeded
+        # from config.seed (and the rank), so a run is fixed by its seed whatever ran before it in
+        # this process (as NVIDIA's training loop does). A resume restores the saved state instead.
+        self._seed_global_rng()
         self._apply_growth()
 
     # ---- set-up helpers ----
