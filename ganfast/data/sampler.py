@@ -16,6 +16,7 @@ start, rank, world_size, batch_size), whatever num_workers is.
 from __future__ import annotations
 
 import itertools
+import signal
 from typing import Iterator, List, Optional, Tuple
 
 import torch
@@ -89,6 +90,15 @@ def _in_memory_batches(dataset: InMemoryImages, sampler: InfiniteSampler, batch_
         yield (images.pin_memory(), labels.pin_memory()) if pin else (images, labels)
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers ignore SIGINT and SIGTERM: Ctrl-C reaches the terminal's whole process
+    group and a scheduler's SIGTERM often the whole job, but only the main process should act on
+    them (finish the step, checkpoint, exit: ganfast.training.run), and it needs its workers to
+    finish the step. Workers still exit with the main process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def batch_iterator(dataset: torch.utils.data.Dataset, batch_size: int, seed: int = 0, shuffle: bool = True,
                    rank: int = 0, world_size: int = 1, start: int = 0, num_workers: int = 0,
                    pin_memory: bool = False) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
@@ -112,5 +122,6 @@ def batch_iterator(dataset: torch.utils.data.Dataset, batch_size: int, seed: int
     # global RNG when the iterator starts, which shifts every later random draw of a resumed run.
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                                          pin_memory=pin_memory, persistent_workers=num_workers > 0,
-                                         generator=torch.Generator().manual_seed(seed + start))
+                                         generator=torch.Generator().manual_seed(seed + start),
+                                         worker_init_fn=_ignore_stop_signals if num_workers else None)
     return iter(loader)

@@ -147,3 +147,26 @@ def test_batch_iterator_argument_errors():
         batch_iterator(dataset, 2, rank=1)
     with pytest.raises(IndexError):
         dataset.get_batch([18])
+
+
+class _SignalDispositions(torch.utils.data.Dataset):
+    """Each item reports whether SIGINT and SIGTERM are ignored in the process that loads it."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        import signal
+        ignored = [signal.getsignal(s) == signal.SIG_IGN for s in (signal.SIGINT, signal.SIGTERM)]
+        return torch.tensor(ignored, dtype=torch.float32), index
+
+
+def test_loader_workers_ignore_stop_signals_and_the_main_process_keeps_its_handlers():
+    # Ctrl-C reaches every process of the terminal's group: the workers must not die of it while
+    # the main process finishes its step and checkpoints (ganfast.training.run)
+    import signal
+    before = signal.getsignal(signal.SIGINT)
+    images, _ = next(batch_iterator(_SignalDispositions(), 4, num_workers=1))
+    assert images.tolist() == [[1.0, 1.0]] * 4
+    images, _ = next(batch_iterator(_SignalDispositions(), 4, num_workers=0))
+    assert images.tolist() == [[0.0, 0.0]] * 4 and signal.getsignal(signal.SIGINT) is before
