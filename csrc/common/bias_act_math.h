@@ -32,7 +32,8 @@ template <typename T> struct ActFn<Act::Linear, T> {
   static GANFAST_HD T d2(T, T) { return T(0); }
 };
 template <typename T> struct ActFn<Act::Relu, T> {
-  static GANFAST_HD T f(T z, T) { return z > T(0) ? z : T(0); }
+  // z <= 0, not z > 0: a NaN z stays NaN, as torch.relu propagates it
+  static GANFAST_HD T f(T z, T) { return z <= T(0) ? T(0) : z; }
   static GANFAST_HD T d1(T z, T) { return z > T(0) ? T(1) : T(0); }
   static GANFAST_HD T d2(T, T) { return T(0); }
 };

@@ -268,7 +268,8 @@ def adain_noise(x: torch.Tensor, style_scale: torch.Tensor, style_bias: torch.Te
                 raise ValueError(f"adain_noise: noise_strength must be a float, a 0-d or [1] tensor, or [{c_}], got {got}")
             ns = noise_strength.to(acc)
             if tuple(ns.shape) != (c_,):
-                ns = ns.reshape(-1).expand(c_).contiguous()  # a scalar: autograd sums its gradient back
+                ns = ns.reshape(-1).expand(c_)  # a scalar: autograd sums its gradient back
+            ns = ns.contiguous()   # the kernels read [C] densely (a strided [C] view used to reach them)
     s = style_scale.to(acc).contiguous()
     t = style_bias.to(acc).contiguous()
     b = bias.to(acc).contiguous() if bias is not None else None

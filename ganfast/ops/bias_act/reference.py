@@ -76,6 +76,7 @@ def bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str,
     and returns x's dtype.
     """
     out_dtype = x.dtype
+    x_in = x
     if upcast and x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
         b = b.float() if b is not None else None
@@ -95,7 +96,10 @@ def bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str,
         y = y * gain
     if clamp >= 0:
         y = y.clamp(-clamp, clamp)
-    return y.to(out_dtype)
+    y = y.to(out_dtype)
+    # an identity call (linear, no bias, gain 1, no clamp) returns a copy, as the fused backends
+    # do: the result never aliases x, so writing into it cannot change the caller's tensor
+    return y.clone() if y is x_in else y
 
 
 def run(order: int, x: torch.Tensor, b: Optional[torch.Tensor], g: Optional[torch.Tensor],

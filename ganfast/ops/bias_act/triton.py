@@ -88,7 +88,7 @@ def _act(z, alpha, ACT: tl.constexpr, DERIV: tl.constexpr):
             r = tl.zeros_like(z)
     elif ACT == _RELU:
         if DERIV == 0:
-            r = tl.where(z > 0.0, z, 0.0)
+            r = tl.where(z <= 0.0, 0.0, z)   # a NaN z stays NaN, as torch.relu propagates it
         elif DERIV == 1:
             r = tl.where(z > 0.0, 1.0, 0.0)
         else:

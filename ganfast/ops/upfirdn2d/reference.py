@@ -99,6 +99,9 @@ def setup_filter(f, normalize: bool = True, flip_filter: bool = False, gain: flo
         f = torch.outer(f, f)
     if f.ndim == 2 and separable:
         raise ValueError("setup_filter: a 2-D filter cannot be made separable")
+    if f.ndim == 1 and gain < 0:
+        raise ValueError(f"setup_filter: a separable filter takes sqrt(gain) on each axis, so gain must be >= 0, "
+                         f"got {gain} (pass separable=False, or the gain to upfirdn2d)")
     if flip_filter:
         f = f.flip(list(range(f.ndim)))
     return f * (gain ** (f.ndim / 2))
@@ -153,8 +156,12 @@ def upfirdn2d_ref(x: torch.Tensor, f: Optional[torch.Tensor], up: IntPair = 1, d
     step by step (tests/ops/test_upfirdn2d.py::upfirdn2d_by_definition), computes the same to
     float64 rounding.
     """
-    upx, upy, downx, downy, px0, px1, py0, py1, _, _ = resolve_args(x, f, up, down, padding)
+    upx, upy, downx, downy, px0, px1, py0, py1, out_h, out_w = resolve_args(x, f, up, down, padding)
     c = x.shape[1]
+    if x.numel() == 0:
+        # nothing to filter (and torch's grouped convolutions refuse groups = C = 0); the sum
+        # keeps the result in x's graph, as every other call's
+        return x.new_zeros(x.shape[0], c, out_h, out_w) + x.sum() * 0
     if f is None or f.numel() == 1:
         if upx > 1 or upy > 1:            # zero insertion: each pixel followed by up - 1 zeros
             n, _, h, w = x.shape
@@ -162,6 +169,9 @@ def upfirdn2d_ref(x: torch.Tensor, f: Optional[torch.Tensor], up: IntPair = 1, d
         x = _pad_crop(x, px0, px1, py0, py1)
         scale = gain if f is None else f.reshape([]).to(x.dtype) ** (3 - f.ndim) * gain  # separable: both axes
         return (x * scale)[:, :, ::downy, ::downx]
+    if f.ndim == 1 and gain < 0:
+        # a separable filter takes sqrt(gain) on each axis: a negative gain's sign goes on the result
+        return -upfirdn2d_ref(x, f, up, down, padding, flip_filter, -gain)
     f = f.to(x.dtype) * (gain ** (f.ndim / 2))
     fh, fw = f.shape[0], f.shape[-1]
     if upx > 1 or upy > 1:
