@@ -145,17 +145,22 @@ class PathLengthRegularizer(nn.Module):
     not detached); False treats the updated pl_mean as a constant. The two gradients differ by the
     term through pl_mean, -(2 decay / M) mean_j (L_j - pl_mean) for every length L_i: about 1% of
     the gradient early in training, while the lengths are far from their running mean.
-    The ws come straight from G.mapping (no style mixing), and a G in training mode updates its
-    w average during this pass as during any other.
+    style_mixing=False (the default) takes the ws straight from G.mapping; True mixes them as G's
+    training forward does (G.mix_styles with G.style_mixing_prob) and measures the Jacobian at the
+    mixed ws, as NVIDIA's StyleGAN2Loss does (its run_G mixes in every pass). update_w_avg=False
+    leaves G.mapping's running w average alone in this pass; True lets a G in training mode update
+    it, as stylegan2-ada-pytorch does (stylegan3's loss does not).
     """
 
-    def __init__(self, decay: float = 0.01, batch_shrink: int = 2, mean_in_graph: bool = True):
+    def __init__(self, decay: float = 0.01, batch_shrink: int = 2, mean_in_graph: bool = True,
+                 style_mixing: bool = False, update_w_avg: bool = False):
         super().__init__()
         if not 0 < decay <= 1:
             raise ValueError(f"PathLengthRegularizer: decay must be in (0, 1], got {decay!r}")
         if isinstance(batch_shrink, bool) or not isinstance(batch_shrink, int) or batch_shrink < 1:
             raise ValueError(f"PathLengthRegularizer: batch_shrink must be an int >= 1, got {batch_shrink!r}")
         self.decay, self.batch_shrink, self.mean_in_graph = float(decay), batch_shrink, bool(mean_in_graph)
+        self.style_mixing, self.update_w_avg = bool(style_mixing), bool(update_w_avg)
         self.register_buffer("pl_mean", torch.zeros([]))
 
     def penalty(self, G: nn.Module, z: torch.Tensor, c: Optional[torch.Tensor] = None
@@ -168,13 +173,15 @@ class PathLengthRegularizer(nn.Module):
             got = list(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
             raise ValueError(f"PathLengthRegularizer.penalty: z must be [N, z_dim] with N >= 1, got {got}")
         n = max(1, z.shape[0] // self.batch_shrink)
-        # the regularization pass must not move the generator's running w average (as NVlabs)
         mapping = getattr(G.mapping, "forward", G.mapping)
-        kw = {"update_w_avg": False} if "update_w_avg" in inspect.signature(mapping).parameters else {}
-        ws = G.mapping(z[:n], c[:n] if c is not None else None, **kw)
+        kw = {"update_w_avg": self.update_w_avg} if "update_w_avg" in inspect.signature(mapping).parameters else {}
+        c = c[:n] if c is not None else None
+        ws = G.mapping(z[:n], c, **kw)
         if not isinstance(ws, torch.Tensor) or ws.ndim != 3 or ws.shape[0] != n:
             got = list(ws.shape) if isinstance(ws, torch.Tensor) else type(ws).__name__
             raise ValueError(f"PathLengthRegularizer.penalty: G.mapping must return ws [{n}, num_ws, w_dim], got {got}")
+        if self.style_mixing and getattr(G, "style_mixing_prob", 0) > 0:
+            ws = G.mix_styles(ws, c, G.style_mixing_prob)
         if not ws.requires_grad:      # a mapping without trainable parameters: the Jacobian is still wrt ws
             ws = ws.detach().requires_grad_(True)
         img = G.synthesis(ws)
@@ -192,7 +199,8 @@ class PathLengthRegularizer(nn.Module):
         return penalty, lengths.detach()
 
     def extra_repr(self) -> str:
-        return f"decay={self.decay}, batch_shrink={self.batch_shrink}, mean_in_graph={self.mean_in_graph}"
+        return (f"decay={self.decay}, batch_shrink={self.batch_shrink}, mean_in_graph={self.mean_in_graph}, "
+                f"style_mixing={self.style_mixing}, update_w_avg={self.update_w_avg}")
 
 
 def _lazy_ratio(interval: Optional[int]) -> float:

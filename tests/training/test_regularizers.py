@@ -333,3 +333,24 @@ def test_path_length_mean_in_graph_changes_the_gradient():
         penalty, _ = reg.penalty(G, torch.randn(4, 3))
         return torch.autograd.grad(penalty, G.scales)[0]
     assert not torch.allclose(grad(True), grad(False), rtol=1e-3)
+
+
+def test_path_length_nvlabs_options_mix_styles_and_update_w_avg():
+    # stylegan2-ada-pytorch's Gpl pass goes through run_G: style mixing, and (in training mode) a
+    # w_avg update; ganfast's defaults do neither
+    def run(**options):
+        torch.manual_seed(0)
+        G = StyleGAN2Generator(z_dim=8, w_dim=8, img_resolution=8, img_channels=1, channel_base=64, channel_max=8,
+                               mapping_layers=1, style_mixing_prob=1.0)
+        reg = PathLengthRegularizer(**options)
+        torch.manual_seed(3)
+        _, lengths = reg.penalty(G, torch.randn(4, 8))
+        return lengths, G.mapping.w_avg.clone()
+
+    plain, w_plain = run()
+    mixed, w_mixed = run(style_mixing=True)
+    updated, w_updated = run(update_w_avg=True)
+    assert torch.count_nonzero(w_plain) == 0 and torch.equal(w_mixed, w_plain)
+    assert torch.count_nonzero(w_updated) > 0 and torch.equal(updated, plain)
+    assert not torch.allclose(mixed, plain)       # the Jacobian is taken at other ws
+    assert "style_mixing=True" in repr(PathLengthRegularizer(style_mixing=True))
