@@ -79,6 +79,9 @@ class NonFiniteError(RuntimeError):
     """Raised when `max_bad_steps` phases in a row had a non-finite loss or gradient."""
 
 
+SCHEDULES = ("ganfast", "nvlabs")
+
+
 @dataclass
 class TrainingConfig:
     """Everything that decides how the networks are trained (saved with every checkpoint).
@@ -107,6 +110,14 @@ class TrainingConfig:
     epsilon_drift = 0.001 with WGAN-GP; 0: off).
     growth: progressive growing (ganfast.training.growing): GrowthSchedule.to_list() stages; G and
     D must have set_stage(resolution, alpha) (ganfast.models.progan); None: no growing.
+    schedule: the order of a step's phases. 'ganfast': D phases, then G phases on the same
+    latents for G main and G reg, then the EMA with the images counted so far, this step's
+    included. 'nvlabs': stylegan2-ada-pytorch's loop: G main, G reg (its own latents), D main, D reg,
+    then the EMA with beta from the images counted before this step.
+    pl_style_mixing / pl_update_w_avg: the path-length pass mixes styles / updates G's w average as
+    stylegan2-ada-pytorch's does (ganfast.training.regularizers.PathLengthRegularizer).
+    ema_average_buffers: G_ema's floating-point buffers averaged with beta (True) or copied from G
+    (False: NVIDIA's way; see ganfast.training.ema).
     """
     loss: str = "nonsaturating"
     batch: int = 32
@@ -137,6 +148,10 @@ class TrainingConfig:
     ema_rampup: Optional[float] = 0.05
     drift_weight: float = 0.0
     growth: Optional[list] = None
+    schedule: str = "ganfast"
+    pl_style_mixing: bool = False
+    pl_update_w_avg: bool = False
+    ema_average_buffers: bool = True
     amp: str = "none"
     nan_to_num: bool = False
     max_bad_steps: int = 10
@@ -193,8 +208,11 @@ class TrainingConfig:
             bad("began_gamma", "in (0, 1]")
         if self.label_smoothing and self.base_loss not in ("minimax", "nonsaturating"):
             bad("label_smoothing", f"0 for loss {self.loss!r} (it smooths the sigmoid losses' real label)")
-        if not isinstance(self.cuda_graphs, bool):
-            bad("cuda_graphs", "True or False")
+        for name in ("cuda_graphs", "pl_style_mixing", "pl_update_w_avg", "ema_average_buffers"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, "True or False")
+        if self.schedule not in SCHEDULES:
+            bad("schedule", f"one of {SCHEDULES}")
         if self.growth is not None:
             try:
                 GrowthSchedule.from_list(self.growth)
@@ -457,10 +475,12 @@ class Trainer:
         self.opt_D = self._optimizer(self.D, cfg.d_lr or cfg.lr, cfg.r1_interval if self.r1_lazy else None)
         self.scaler_G = make_grad_scaler(cfg.amp, self.device)
         self.scaler_D = make_grad_scaler(cfg.amp, self.device)
-        self.pl = PathLengthRegularizer(cfg.pl_decay, cfg.pl_batch_shrink).to(self.device) if cfg.pl_weight else None
+        self.pl = (PathLengthRegularizer(cfg.pl_decay, cfg.pl_batch_shrink, style_mixing=cfg.pl_style_mixing,
+                                         update_w_avg=cfg.pl_update_w_avg).to(self.device) if cfg.pl_weight else None)
         self.began = L.BEGANLoss(cfg.began_gamma, cfg.began_lambda_k) if cfg.loss == "began" else None
         self.replay = ExperienceReplay(cfg.replay_size) if cfg.replay_fraction > 0 else None
-        self.ema = (EMA(self.G, cfg.ema_kimg, cfg.ema_rampup, batch_size=self.batch) if cfg.ema_kimg > 0 else None)
+        self.ema = (EMA(self.G, cfg.ema_kimg, cfg.ema_rampup, batch_size=self.batch,
+                        average_buffers=cfg.ema_average_buffers) if cfg.ema_kimg > 0 else None)
         if ctx.distributed:
             # after the EMA's deep copy: a ProcessGroup cannot be deep-copied (and G_ema, in eval
             # mode, normalizes with running statistics, so it needs no group)
@@ -829,6 +849,19 @@ class Trainer:
             else:
                 parts[phase] = [names, values]
 
+        nvlabs = cfg.schedule == "nvlabs"
+        ema_nimg = p.cur_nimg                  # 'nvlabs': the EMA's ramp-up counts the images before this step
+
+        def g_phases():
+            self._next_latents()
+            run("G main")
+            if self.pl is not None and self.pl_schedule.due(p.step):
+                if nvlabs:                     # NVIDIA draws each phase's latents afresh
+                    self._next_latents()
+                run("G reg")
+
+        if nvlabs:
+            g_phases()
         for _ in range(cfg.n_critic):
             self._next_real()
             self._next_latents()
@@ -837,13 +870,11 @@ class Trainer:
                 run("D reg")
             p.d_steps += 1
             p.cur_nimg += self.batch
-        self._next_latents()
-        run("G main")
-        if self.pl is not None and self.pl_schedule.due(p.step):
-            run("G reg")
+        if not nvlabs:
+            g_phases()
         host = {}
         if self.ema is not None:
-            host["ema_beta"] = self.ema.beta(p.cur_nimg, self.batch)
+            host["ema_beta"] = self.ema.beta(ema_nimg if nvlabs else p.cur_nimg, self.batch)
             self._inputs.fill_scalar("ema_beta", host["ema_beta"], torch.float64, self.device)
             run("EMA")
         p.step += 1
@@ -1001,6 +1032,9 @@ class Trainer:
         free = {"batch_gpu", "compile", "cuda_graphs", "max_bad_steps"}
         here = {k: v for k, v in self.config.to_dict().items() if k not in free}
         there = {k: v for k, v in (saved.get("training") or {}).items() if k not in free}
+        # a field added after the checkpoint was written: that run trained with the field's default
+        defaults = TrainingConfig().to_dict()
+        there = {**{k: defaults[k] for k in here if k not in there}, **there} if there else there
         diffs = [f"{k}: {there.get(k)!r} in the checkpoint, {here.get(k)!r} here"
                  for k in sorted(set(here) | set(there)) if here.get(k) != there.get(k)]
         saved_run = dict(saved.get("run", {}) or {})

@@ -312,6 +312,57 @@ def test_a_run_is_fixed_by_its_seed_whatever_the_global_rng_was():
     assert [t.step() for _ in range(2)] != runs[0][:2]           # and the seed matters
 
 
+def _record_phases(t):
+    """Wrap t._timed: a list of (phase, copy of the latents z it sees)."""
+    calls, real_timed = [], t._timed
+
+    def timed(name, fn, *args):
+        z = t._inputs._buffers.get("z")
+        calls.append((name, None if z is None else z.clone()))
+        return real_timed(name, fn, *args)
+    t._timed = timed
+    return calls
+
+
+@pytest.mark.parametrize("schedule", ["ganfast", "nvlabs"])
+def test_schedule_orders_the_phases_and_draws_latents_like_its_namesake(schedule):
+    gen = torch.Generator().manual_seed(0)
+    data = InMemoryImages(torch.randint(0, 256, (32, 1, 8, 8), dtype=torch.uint8, generator=gen), None, name="noise")
+    G, D = tiny_stylegan2(0)
+    t = Trainer(G, D, data, TrainingConfig(batch=4, r1_gamma=1.0, r1_interval=2, pl_weight=2.0, pl_interval=2,
+                                           ema_kimg=1.0, ema_rampup=0.05, schedule=schedule))
+    calls = _record_phases(t)
+    stats = t.step()
+    order = [name for name, _ in calls]
+    z = dict(calls)
+    if schedule == "nvlabs":
+        # stylegan2-ada-pytorch: Gmain, Greg, Dmain, Dreg, each phase with latents of its own, and
+        # the EMA beta from cur_nimg before the step: 0 at the start (G_ema copies G)
+        assert order == ["G main", "G reg", "D main", "D reg", "EMA"]
+        assert not torch.equal(z["G main"], z["G reg"]) and not torch.equal(z["G reg"], z["D main"])
+        assert stats["ema_beta"] == 0.0
+    else:
+        assert order == ["D main", "D reg", "G main", "G reg", "EMA"]
+        assert torch.equal(z["G main"], z["G reg"]) and not torch.equal(z["D main"], z["G main"])
+        assert stats["ema_beta"] == pytest.approx(0.5 ** (4 / (0.05 * 4)))
+    calls.clear()
+    t.step()                                   # the lazy phases wait for their interval
+    assert [name for name, _ in calls] == (["G main", "D main", "EMA"] if schedule == "nvlabs"
+                                           else ["D main", "G main", "EMA"])
+
+
+def test_nvlabs_switches_reach_the_regularizer_and_the_ema():
+    G, D = tiny_stylegan2(0)
+    data = InMemoryImages(torch.zeros(8, 1, 8, 8, dtype=torch.uint8), None, name="zeros")
+    t = Trainer(G, D, data, TrainingConfig(batch=4, pl_weight=2.0, pl_style_mixing=True, pl_update_w_avg=True,
+                                           ema_average_buffers=False))
+    assert t.pl.style_mixing and t.pl.update_w_avg and not t.ema.average_buffers
+    with pytest.raises(ValueError, match="schedule"):
+        TrainingConfig(schedule="nvidia")
+    with pytest.raises(ValueError, match="pl_style_mixing"):
+        TrainingConfig(pl_style_mixing=1)
+
+
 # ---- torch.compile of the main phases ----
 
 @pytest.mark.slow
