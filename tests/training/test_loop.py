@@ -232,6 +232,21 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path):
         trainer(run_dir=tmp_path, lr=5e-4).resume("auto")
 
 
+def test_resume_of_a_checkpoint_written_before_a_config_field_existed(tmp_path):
+    # a field added later (schedule, ...) is absent from older checkpoints: they trained with its
+    # default, so they resume when this run uses the default, and are refused otherwise
+    import json
+    trainer(run_dir=tmp_path).train(steps=1)
+    meta_path = list_checkpoints(tmp_path)[-1] / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    for key in ("schedule", "pl_style_mixing", "ema_average_buffers"):
+        del meta["config"]["training"][key]
+    meta_path.write_text(json.dumps(meta))
+    assert trainer(run_dir=tmp_path).resume("auto").name == "ckpt-000000001"
+    with pytest.raises(ValueError, match="schedule"):
+        trainer(run_dir=tmp_path, schedule="nvlabs").resume("auto")
+
+
 def test_train_by_kimg_and_snapshots(tmp_path):
     t = trainer(run_dir=tmp_path)
     t.train(kimg=0.1, snap_steps=3)                        # 100 images / 16 per step -> 7 steps
