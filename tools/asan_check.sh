@@ -117,7 +117,7 @@ extern "C" int read_past_end(int n) {
 }
 EOF
 "${CXX:-c++}" -shared -fPIC $ASAN_FLAGS -o "$CANARY/canary.so" "$CANARY/canary.cpp"
-if ("$PY" -c 'import ctypes, sys; ctypes.CDLL(sys.argv[1]).read_past_end(4)' "$CANARY/canary.so") \
+if ("$PY" -c 'import ctypes, sys; ctypes.CDLL(sys.argv[1]).read_past_end(4)' "$CANARY/canary.so"; exit $?) \
     > "$CANARY/canary.log" 2>&1; then
   fail "a planted out-of-bounds read ran without an ASan report (ASAN_OPTIONS=$ASAN_OPTIONS)"
 fi
