@@ -286,7 +286,7 @@ def _fused_backward(ctx, dout, da_extra, eager=False):
     """Gradients of the fused forward: the epilogue backward (fused), then torch's convolution
     gradients (differentiable, so the double backward is autograd's through them)."""
     x, weight, styles, dcoef, noise, bias, a = ctx.saved_tensors
-    if a.numel() == 0:
+    if a.ndim != 4:   # the [0] placeholder (an empty batch's real a is [0, Cout, H', W'])
         raise RuntimeError("ganfast.ops.modulated_conv2d: the fused forward ran without saving its "
                            "pre-epilogue output (want_a=False) but a gradient was requested")
     da, sums = _backward_op(eager)(dout, a, dcoef, noise, bias, *ctx.args)

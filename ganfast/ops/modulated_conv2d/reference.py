@@ -135,7 +135,7 @@ def modulated_conv2d_ref(x: torch.Tensor, weight: torch.Tensor, styles: torch.Te
     styles = styles.to(x.dtype)
     if fp16_safeguard and demodulate:
         weight, styles = fp16_prenormalize(weight, styles)
-    if fused_modconv:
+    if fused_modconv and n > 0:   # (an empty batch would be groups = 0, which torch refuses: same math scaled)
         w = weight.unsqueeze(0) * styles.reshape(n, 1, cin, 1, 1)           # [N, Cout, Cin, kh, kw]
         if demodulate:
             w = w * (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt().reshape(n, cout, 1, 1, 1)
