@@ -165,7 +165,9 @@ def _add_train(sub) -> None:
     p.add_argument("--out", default=d.out, help=f"run directory (default {d.out})")
     p.add_argument("--kimg", type=_float_above(0), default=d.kimg, help=f"thousands of real images to train on "
                    f"(default {d.kimg})")
-    p.add_argument("--batch", type=_int_at_least(1), default=d.batch, help=f"images per step, all processes (default {d.batch})")
+    p.add_argument("--batch", type=_int_at_least(1), default=d.batch,
+                   help="images per step, all processes (default: the preset's recipe batch for stylegan2-ada-*, "
+                        "32 otherwise)")
     p.add_argument("--batch-gpu", type=_int_at_least(1), default=None,
                    help="images per forward pass in one process (gradient accumulation; default batch / processes)")
     p.add_argument("--snap", type=_float_above(0), default=d.snap_kimg,

@@ -23,16 +23,20 @@ class Preset:
     kwargs: dict
     description: str = ""
     published: str = ""    # the published parameter counts and where they come from
+    # (builder kwargs after overrides, world size) -> TrainingConfig fields that replace the family's
+    # recipe (presets that reproduce one reference configuration, e.g. stylegan2-ada-pytorch's --cfg)
+    recipe: Optional[Callable[[dict, int], dict]] = None
 
 
 _PRESETS: dict[str, Preset] = {}
 
 
 def register_preset(name: str, family: str, builder: Callable[..., tuple[nn.Module, nn.Module]],
-                    description: str = "", published: str = "", **kwargs) -> None:
+                    description: str = "", published: str = "",
+                    recipe: Optional[Callable[[dict, int], dict]] = None, **kwargs) -> None:
     if name in _PRESETS:
         raise ValueError(f"register_preset: preset {name!r} is already registered")
-    _PRESETS[name] = Preset(name, family, builder, dict(kwargs), description, published)
+    _PRESETS[name] = Preset(name, family, builder, dict(kwargs), description, published, recipe)
 
 
 def list_presets() -> list[str]:

@@ -386,11 +386,41 @@ register_preset("stylegan2-64", "stylegan2", build_stylegan2, resolution=64, cha
                 published="no published figure (a scaled config)")
 register_preset("stylegan2-32", "stylegan2", build_stylegan2, resolution=32, channel_base=16384, mapping_layers=2,
                 num_fp16_res=4, conv_clamp=256,
-                description=f"StyleGAN2 at 32x32 (CIFAR-10): {_NV}'s cifar config (2-layer mapping, 512 channels)",
-                published="StyleGAN2-ADA cifar config: ~20M G, ~20M D (approximate, paper Table)")
+                description=f"StyleGAN2 at 32x32 (CIFAR-10) with ganfast's stylegan2 recipe: 2-layer mapping and "
+                            f"512 channels like {_NV}'s cifar config, which differs in D architecture, style "
+                            f"mixing, path length, R1 gamma, EMA, minibatch-std group and batch: "
+                            f"stylegan2-ada-cifar is that config",
+                published="no published figure for this exact config")
 register_preset("stylegan2-32-fmnist", "stylegan2", build_stylegan2, resolution=32, img_channels=1, z_dim=128,
                 w_dim=128, channel_base=2048, channel_max=64, mapping_layers=2, style_mixing_prob=0.0,
                 description="a small StyleGAN2 for 32x32 grayscale (Fashion-MNIST on a CPU): 64 channels at every "
                             "resolution, z/w 128, 2-layer mapping, noise inputs on (in 12-kimg CPU runs they gave "
                             "SWD 84 / FID 232 where noise_mode='none' gave 119 / 351); `ganfast train`'s default",
                 published="none (a CPU-sized config of ours)")
+
+
+def build_stylegan2_ada(cfg: str, resolution: int, gpus: int = 1, **overrides) -> tuple[StyleGAN2Generator,
+                                                                                       StyleGAN2Discriminator]:
+    """The networks of stylegan2-ada-pytorch's `--cfg cfg` at this resolution (and GPU count, which
+    'auto' reads), with build_stylegan2 keyword overrides (img_channels, c_dim, ...) on top."""
+    from ganfast.training.recipes import nvlabs_cfg_model
+    return build_stylegan2(**{**nvlabs_cfg_model(cfg, resolution, gpus), **overrides})
+
+
+def _nvlabs_recipe(kwargs: dict, world_size: int) -> dict:
+    from ganfast.training.recipes import nvlabs_cfg_training
+    return nvlabs_cfg_training(kwargs["cfg"], kwargs["resolution"], world_size)
+
+
+for _cfg, _res, _what in (("cifar", 32, "CIFAR-10 at 32x32 (paper: 2 GPUs)"),
+                          ("paper256", 256, "the paper's 256x256 config (FFHQ, LSUN Cat, ...)"),
+                          ("paper512", 512, "the paper's 512x512 config (AFHQ, BreCaHAD, MetFaces at 512)"),
+                          ("paper1024", 1024, "the paper's 1024x1024 config (FFHQ, MetFaces)"),
+                          ("stylegan2", 1024, "StyleGAN2 config F widths with mixed precision, any resolution"),
+                          ("auto", 256, "resolution- and GPU-count-dependent batch, widths, lr, gamma and EMA")):
+    register_preset(f"stylegan2-ada-{_cfg}", "stylegan2", build_stylegan2_ada, cfg=_cfg, resolution=_res,
+                    recipe=_nvlabs_recipe,
+                    description=f"{_NV} --cfg {_cfg}: {_what}; networks and training loop to the letter "
+                                f"(ganfast.training.recipes.nvlabs_cfg_training); --model resolution=R to change "
+                                f"the resolution",
+                    published=f"{_NV} train.py cfg_specs['{_cfg}']")

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-__all__ = ["FAMILY_RECIPES", "recipe_for", "auto_r1_gamma", "growth_for", "SMALL_STAGE_KIMG"]
+__all__ = ["FAMILY_RECIPES", "recipe_for", "auto_r1_gamma", "growth_for", "SMALL_STAGE_KIMG", "NVLABS_CFGS",
+           "NVLABS_CFG_NAMES", "nvlabs_cfg_spec", "nvlabs_cfg_model", "nvlabs_cfg_training"]
 
 _DCGAN = {"loss": "nonsaturating", "lr": 2e-4, "betas": (0.5, 0.999), "ema_kimg": 0.0}
 
@@ -73,3 +74,60 @@ def growth_for(resolution: int, stage_kimg: Optional[float] = None):
             return paper
         return GrowthSchedule.scaled(resolution, stage_kimg, batch={s.resolution: s.batch for s in paper.stages})
     return GrowthSchedule.scaled(resolution, SMALL_STAGE_KIMG if stage_kimg is None else stage_kimg)
+
+
+# ------------------------------------------------------------------------------------------------
+# stylegan2-ada-pytorch's --cfg values, to the letter (its train.py cfg_specs: batch `mb`, minibatch-
+# std group `mbstd`, width multiplier `fmaps` of channel_base 32768, learning rate, R1 gamma, EMA
+# half-life in kimg and ramp-up, mapping depth; `ref_gpus` sets the per-GPU batch mb // ref_gpus).
+
+NVLABS_CFGS: dict[str, dict[str, Any]] = {
+    "stylegan2": dict(ref_gpus=8, kimg=25000, mb=32, mbstd=4, fmaps=1, lrate=0.002, gamma=10, ema=10, ramp=None, map=8),
+    "paper256": dict(ref_gpus=8, kimg=25000, mb=64, mbstd=8, fmaps=0.5, lrate=0.0025, gamma=1, ema=20, ramp=None, map=8),
+    "paper512": dict(ref_gpus=8, kimg=25000, mb=64, mbstd=8, fmaps=1, lrate=0.0025, gamma=0.5, ema=20, ramp=None, map=8),
+    "paper1024": dict(ref_gpus=8, kimg=25000, mb=32, mbstd=4, fmaps=1, lrate=0.002, gamma=2, ema=10, ramp=None, map=8),
+    "cifar": dict(ref_gpus=2, kimg=100000, mb=64, mbstd=32, fmaps=1, lrate=0.0025, gamma=0.01, ema=500, ramp=0.05,
+                  map=2),
+}
+NVLABS_CFG_NAMES = tuple(NVLABS_CFGS) + ("auto",)
+
+
+def nvlabs_cfg_spec(cfg: str, resolution: int, gpus: int = 1) -> dict[str, Any]:
+    """The cfg_specs row of stylegan2-ada-pytorch's `--cfg cfg` for this resolution and GPU count
+    ('auto' is filled in from them as its train.py does; the others ignore both)."""
+    if cfg not in NVLABS_CFG_NAMES:
+        raise ValueError(f"nvlabs_cfg_spec: cfg must be one of {NVLABS_CFG_NAMES}, got {cfg!r}")
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
+        raise ValueError(f"nvlabs_cfg_spec: gpus must be an int >= 1, got {gpus!r}")
+    if cfg != "auto":
+        return dict(NVLABS_CFGS[cfg])
+    mb = max(min(gpus * min(4096 // resolution, 32), 64), gpus)
+    return dict(ref_gpus=gpus, kimg=25000, mb=mb, mbstd=min(mb // gpus, 4), fmaps=1 if resolution >= 512 else 0.5,
+                lrate=0.002 if resolution >= 1024 else 0.0025, gamma=0.0002 * resolution ** 2 / mb, ema=mb * 10 / 32,
+                ramp=0.05, map=2)
+
+
+def nvlabs_cfg_model(cfg: str, resolution: int, gpus: int = 1) -> dict[str, Any]:
+    """build_stylegan2 keyword arguments of `--cfg cfg`: 512-d z and w, channel_base fmaps * 32768
+    up to 512 channels, fp16 in the 4 highest resolutions with activations clamped at 256; cifar
+    also turns style mixing off and uses the 'orig' D (no residual connections)."""
+    spec = nvlabs_cfg_spec(cfg, resolution, gpus)
+    return dict(resolution=resolution, z_dim=512, w_dim=512, channel_base=int(spec["fmaps"] * 32768), channel_max=512,
+                mapping_layers=spec["map"], num_fp16_res=4, conv_clamp=256, mbstd_group_size=spec["mbstd"],
+                style_mixing_prob=0.0 if cfg == "cifar" else 0.9, architecture="orig" if cfg == "cifar" else "resnet",
+                g_architecture="skip")
+
+
+def nvlabs_cfg_training(cfg: str, resolution: int, gpus: int = 1) -> dict[str, Any]:
+    """TrainingConfig fields of `--cfg cfg`, with every loop detail as stylegan2-ada-pytorch has it:
+    non-saturating loss, Adam betas (0, 0.99), lazy R1 every 16 D steps, path length (weight 2,
+    every 4 G steps, half batch, decay 0.01; off for cifar) through style mixing and the w_avg
+    update, the phase order G main, G reg, D main, D reg with fresh latents per phase, the EMA's
+    beta from the images before the step and its buffers copied, gradients' NaN / inf replaced
+    (nan_to_num) rather than the step skipped."""
+    spec = nvlabs_cfg_spec(cfg, resolution, gpus)
+    return dict(loss="nonsaturating", lr=spec["lrate"], betas=(0.0, 0.99), batch=spec["mb"],
+                batch_gpu=spec["mb"] // spec["ref_gpus"], r1_gamma=float(spec["gamma"]), r1_interval=16,
+                pl_weight=0.0 if cfg == "cifar" else 2.0, pl_interval=4, pl_batch_shrink=2, pl_decay=0.01,
+                ema_kimg=float(spec["ema"]), ema_rampup=spec["ramp"], schedule="nvlabs", pl_style_mixing=True,
+                pl_update_w_avg=True, ema_average_buffers=False, nan_to_num=True)

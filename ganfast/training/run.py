@@ -68,7 +68,7 @@ class RunOptions:
     data: Optional[str] = None                 # None / "fashion-mnist": the built-in dataset
     out: str = "runs/default"
     kimg: float = 200.0                        # the default preset's budget: about 8 minutes on a 2-core CPU
-    batch: int = 32
+    batch: Optional[int] = None                # None: the preset's recipe batch (stylegan2-ada-*), else DEFAULT_BATCH
     batch_gpu: Optional[int] = None
     snap_kimg: float = 25.0                    # checkpoint + metrics interval
     tick_kimg: float = 5.0                     # log line + sample grid interval
@@ -285,7 +285,10 @@ def evaluate_generator(G, dataset, names: Sequence[str], n: int, seed: int = 0, 
                            fake_labels=labels)
 
 
-def _build(options: RunOptions):
+DEFAULT_BATCH = 32
+
+
+def _build(options: RunOptions, world_size: int = 1):
     import ganfast.models as models
     from ganfast.data import open_dataset
     preset = models.get_preset(options.preset)          # raises, listing the valid names
@@ -293,7 +296,10 @@ def _build(options: RunOptions):
     channels = options.model_overrides.get("img_channels", preset.kwargs.get("img_channels", 3))
     dataset = open_dataset(options.data or "fashion-mnist", resolution=resolution, channels=channels,
                            xflip=options.xflip)
-    gan = models.create(options.preset, seed=options.seed, **options.model_overrides)
+    overrides = dict(options.model_overrides)
+    if preset.kwargs.get("cfg") == "auto":        # stylegan2-ada-auto's networks depend on the GPU count
+        overrides.setdefault("gpus", world_size)
+    gan = models.create(options.preset, seed=options.seed, **overrides)
     if gan.c_dim and dataset.num_classes != gan.c_dim:
         raise ValueError(f"preset {options.preset!r} is conditional with {gan.c_dim} classes, but the data "
                          f"{options.data or 'fashion-mnist'!r} has {dataset.num_classes} labelled classes "
@@ -301,10 +307,19 @@ def _build(options: RunOptions):
     return preset, gan, dataset
 
 
-def _training_config(options: RunOptions, family: str, resolution: int) -> TrainingConfig:
-    fields = recipe_for(family, resolution, options.batch)
-    fields.update(batch=options.batch, batch_gpu=options.batch_gpu, amp=options.amp, compile=options.compile,
-                  cuda_graphs=options.cuda_graphs, seed=options.seed)
+def _training_config(options: RunOptions, preset, gan, world_size: int = 1) -> TrainingConfig:
+    family, resolution = preset.family, gan.img_resolution
+    if preset.recipe is not None:                  # a preset that reproduces one reference configuration
+        fields = preset.recipe(dict(gan.config), world_size)
+        if options.batch is not None and options.batch != fields.get("batch"):
+            fields.pop("batch_gpu", None)          # the reference's per-GPU batch belongs to its batch
+    else:
+        fields = recipe_for(family, resolution, options.batch or DEFAULT_BATCH)
+    batch = options.batch or fields.get("batch", DEFAULT_BATCH)
+    fields.update(batch=batch, amp=options.amp, compile=options.compile, cuda_graphs=options.cuda_graphs,
+                  seed=options.seed)
+    if options.batch_gpu is not None or "batch_gpu" not in fields:
+        fields["batch_gpu"] = options.batch_gpu
     if options.stage_kimg is not None:
         if "growth" not in fields:
             raise ValueError(f"--stage-kimg: preset family {family!r} does not grow (progan presets do)")
@@ -359,10 +374,10 @@ def run_training(options: RunOptions) -> dict[str, Any]:
         raise ValueError(f"--out {str(out)!r} holds checkpoints of an earlier run (newest "
                          f"{list_checkpoints(out)[-1].name}); pass --resume auto to continue it, or another "
                          f"--out for a new run (nothing was changed)")
-    preset, gan, dataset = _build(options)
+    preset, gan, dataset = _build(options, ctx.world_size)
     if options.metrics is None:
         options = dataclasses.replace(options, metrics=default_metrics(gan.G, options.data))
-    config = _training_config(options, preset.family, gan.img_resolution)
+    config = _training_config(options, preset, gan, ctx.world_size)
     run_config = {"preset": options.preset, "model_overrides": dict(options.model_overrides),
                   "data": options.data or "fashion-mnist", "xflip": options.xflip,
                   "class_names": list(getattr(dataset, "class_names", ()) or ())}
