@@ -56,6 +56,7 @@ import torch.nn.functional as F
 
 from ganfast.training import losses as L
 from ganfast.training.amp import autocast, check_amp, make_grad_scaler
+from ganfast.training.augment import AUGMENT_PRESETS, AdaptiveP, AugmentPipe, DiffAugment
 from ganfast.training.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from ganfast.training.distributed import (DistributedContext, all_reduce_mean_, broadcast_module_, max_over_ranks,
                                           use_cross_replica_batch_norm)
@@ -71,6 +72,7 @@ __all__ = ["TrainingConfig", "Trainer", "StepStats", "NonFiniteError", "TRAINING
 
 # The losses of the seeds' table. wgan-gp and dragan are a base loss plus a gradient penalty.
 TRAINING_LOSSES = ("minimax", "nonsaturating", "wgan", "wgan-gp", "lsgan", "dragan", "hinge", "began")
+AUGMENTATIONS = ("none", "ada", "diffaugment")     # TrainingConfig.aug (ganfast.training.augment)
 _BASE_LOSS = {"wgan-gp": "wgan", "dragan": "nonsaturating"}
 OPTIMIZERS = ("adam", "rmsprop")
 
@@ -118,6 +120,12 @@ class TrainingConfig:
     stylegan2-ada-pytorch's does (ganfast.training.regularizers.PathLengthRegularizer).
     ema_average_buffers: G_ema's floating-point buffers averaged with beta (True) or copied from G
     (False: NVIDIA's way; see ganfast.training.ema).
+    aug: discriminator augmentation of every image D sees (reals, fakes, the R1 pass; ganfast.training.
+    augment): 'none'; 'ada': ADA's AugmentPipe with pipeline aug_pipe ('bgc', ... AUGMENT_PRESETS),
+    p starting at aug_p and steered towards E[sign(D(real))] = aug_target every aug_interval D steps
+    (p from 0 to 1 in aug_kimg thousand images), or, with aug_target None, fixed at aug_p;
+    'diffaugment': DiffAugment with diffaugment_policy. With 'ada' the tick statistics carry aug_p
+    (p at the read) and r_t (E[sign(D(real))] over the tick's D main phases).
     """
     loss: str = "nonsaturating"
     batch: int = 32
@@ -152,6 +160,13 @@ class TrainingConfig:
     pl_style_mixing: bool = False
     pl_update_w_avg: bool = False
     ema_average_buffers: bool = True
+    aug: str = "none"
+    aug_pipe: str = "bgc"
+    aug_p: float = 0.0
+    aug_target: Optional[float] = 0.6
+    aug_interval: int = 4
+    aug_kimg: float = 500.0
+    diffaugment_policy: str = "color,translation,cutout"
     amp: str = "none"
     nan_to_num: bool = False
     max_bad_steps: int = 10
@@ -213,6 +228,7 @@ class TrainingConfig:
                 bad(name, "True or False")
         if self.schedule not in SCHEDULES:
             bad("schedule", f"one of {SCHEDULES}")
+        self._validate_aug(bad, is_int)
         if self.growth is not None:
             try:
                 GrowthSchedule.from_list(self.growth)
@@ -234,6 +250,27 @@ class TrainingConfig:
                    else None)
             if why:
                 raise ValueError(f"TrainingConfig: cuda_graphs=True cannot be combined with {why}")
+
+    def _validate_aug(self, bad, is_int) -> None:
+        if self.aug not in AUGMENTATIONS:
+            bad("aug", f"one of {AUGMENTATIONS}")
+        if self.aug_pipe not in AUGMENT_PRESETS:
+            bad("aug_pipe", f"one of {tuple(AUGMENT_PRESETS)}")
+        if not (isinstance(self.aug_p, (int, float)) and not isinstance(self.aug_p, bool) and 0 <= self.aug_p <= 1):
+            bad("aug_p", "a number in [0, 1]")
+        if self.aug_target is not None and not (isinstance(self.aug_target, (int, float))
+                                                and not isinstance(self.aug_target, bool) and 0 <= self.aug_target <= 1):
+            bad("aug_target", "None (fixed p) or a number in [0, 1]")
+        if not is_int(self.aug_interval) or self.aug_interval < 1:
+            bad("aug_interval", "an int >= 1")
+        if not (isinstance(self.aug_kimg, (int, float)) and not isinstance(self.aug_kimg, bool) and self.aug_kimg > 0):
+            bad("aug_kimg", "a number > 0")
+        try:
+            DiffAugment(self.diffaugment_policy)
+        except ValueError as e:
+            raise ValueError(f"TrainingConfig: diffaugment_policy: {e}") from None
+        if self.aug != "none" and self.loss == "began":
+            bad("aug", "'none' for loss 'began' (its D reconstructs its input; augmenting it changes the task)")
 
     @property
     def base_loss(self) -> str:
@@ -491,6 +528,7 @@ class Trainer:
         self.progress = _Progress(self.device)
         self.G_main = torch.compile(self.G) if cfg.compile else self.G
         self.D_main = torch.compile(self.D) if cfg.compile else self.D
+        self.augment, self.ada = self._augmentation()
 
         # Device-side bookkeeping of non-finite phases (see the module docstring).
         self._step_bad = torch.zeros((), dtype=torch.int64, device=self.device)     # bad phases this step
@@ -577,6 +615,26 @@ class Trainer:
         # lazy scaling: lr for both; betas for Adam only (RMSprop is WGAN's optimizer)
         lr, betas = lazy_optimizer_args(lr, cfg.betas, lazy_interval)
         return make_optimizer(cfg.optimizer, params, lr, betas, self.device, capturable=cfg.cuda_graphs)
+
+    def _augmentation(self):
+        """(the module every image D sees goes through, or None; the ADA controller, or None)."""
+        cfg = self.config
+        if cfg.aug == "diffaugment":
+            return DiffAugment(cfg.diffaugment_policy).to(self.device), None
+        if cfg.aug != "ada":
+            return None, None
+        pipe = AugmentPipe.preset(cfg.aug_pipe, p=cfg.aug_p).to(self.device)
+        if cfg.aug_target is None:          # fixed p
+            return pipe, None
+        return pipe, AdaptiveP(pipe, cfg.aug_target, cfg.aug_interval, cfg.aug_kimg)
+
+    def _aug(self, x: torch.Tensor) -> torch.Tensor:
+        return self.augment(x) if self.augment is not None else x
+
+    def _D_aug(self, x: torch.Tensor, c: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """D of the augmented images, for the gradient penalties: their gradient is taken with respect
+        to the un-augmented input, through the augmentation (NVIDIA's R1 with ADA)."""
+        return self.D(self._aug(x), c)
 
     def _seed_global_rng(self) -> None:
         seed = (self.config.seed * 1_000_003 + self.ctx.rank * 7_919 + self.progress.step) % (2 ** 63)
@@ -725,14 +783,15 @@ class Trainer:
             if cfg.loss == "began":
                 loss, s = self.began.d_loss(real, D(real), fake, D(fake))
                 return loss, {"l_real": s["l_real"], "l_fake": s["l_fake"]}
+            d_in = self._D_aug if self.augment is not None else self.D
             if r1_every_step:    # R1's pass also gives the real logits (the plain D: differentiated twice)
-                stats["r1"], real_logits = r1_penalty(self.D, real, cr, scaler=self.scaler_D)
+                stats["r1"], real_logits = r1_penalty(d_in, real, cr, scaler=self.scaler_D)
             if self.kind == "plain":
-                real_logits = D(real, cr) if real_logits is None else real_logits
-                fake_logits = D(fake, cf)
+                real_logits = D(self._aug(real), cr) if real_logits is None else real_logits
+                fake_logits = D(self._aug(fake), cf)
             else:
-                real_logits, aux_real = D.forward_aux(real, cr)
-                fake_logits, aux_fake = D.forward_aux(fake, cf)
+                real_logits, aux_real = D.forward_aux(self._aug(real), cr)
+                fake_logits, aux_fake = D.forward_aux(self._aug(fake), cf)
             loss = L.d_loss(cfg.base_loss, real_logits, fake_logits, real_label=1.0 - cfg.label_smoothing)
             if cfg.drift_weight:                # ProGAN: keeps D's output near 0 (WGAN-GP has no other anchor)
                 stats["drift"] = real_logits.float().square().mean()
@@ -741,9 +800,9 @@ class Trainer:
                 loss = loss + (cfg.r1_gamma / 2) * stats["r1"]
             if cfg.penalty_weight:
                 if cfg.loss == "dragan":
-                    pen = dragan_penalty(self.D, real, cr, scaler=self.scaler_D)
+                    pen = dragan_penalty(d_in, real, cr, scaler=self.scaler_D)
                 else:
-                    pen = gradient_penalty(self.D, real, fake, cr, scaler=self.scaler_D)
+                    pen = gradient_penalty(d_in, real, fake, cr, scaler=self.scaler_D)
                 stats["gp"] = pen
                 loss = loss + cfg.penalty_weight * pen
             if self.kind == "acgan":
@@ -757,6 +816,8 @@ class Trainer:
                 stats["info"] = info
                 loss = loss + cfg.info_weight * info
             stats["real_score"], stats["fake_score"] = real_logits.float().mean(), fake_logits.float().mean()
+            if self.ada is not None:       # ADA's overfitting heuristic, E[sign(D(real))]
+                stats["r_t"] = real_logits.detach().float().sign().mean()
             return loss, stats
 
         stats = self._run_phase("loss_D", self.D, self.opt_D, self.scaler_D, micro)
@@ -773,7 +834,8 @@ class Trainer:
         real, c_real = self._inputs["real"], self._inputs["c_real"]
 
         def micro(i):
-            penalty, logits = r1_penalty(self.D, self._micro(real, i), self._micro(c_real, i), scaler=self.scaler_D)
+            d_in = self._D_aug if self.augment is not None else self.D
+            penalty, logits = r1_penalty(d_in, self._micro(real, i), self._micro(c_real, i), scaler=self.scaler_D)
             # the logits' zero-weighted term keeps every D parameter in the graph (no None gradients)
             loss = penalty * (cfg.r1_gamma / 2) * self.r1_schedule.weight + logits.float().sum() * 0
             return loss, {"r1": penalty}
@@ -791,9 +853,9 @@ class Trainer:
             if cfg.loss == "began":
                 return self.began.g_loss(fake, D(fake)), stats
             if self.kind == "plain":
-                logits, aux = D(fake, ci), None
+                logits, aux = D(self._aug(fake), ci), None
             else:
-                logits, aux = D.forward_aux(fake, ci)
+                logits, aux = D.forward_aux(self._aug(fake), ci)
             loss = L.g_loss(cfg.base_loss, logits)
             if self.kind == "acgan":
                 stats["aux_G"] = F.cross_entropy(aux["class_logits"].float(), ci)
@@ -882,6 +944,8 @@ class Trainer:
         names = tuple(n for stat_names, _ in parts.values() for n in stat_names)
         stats = torch.cat([values for _, values in parts.values()])
         all_reduce_mean_(stats, self.ctx)
+        if self.ada is not None and "r_t" in names:      # this step's D steps, averaged over the processes
+            self.ada.observe(stats[names.index("r_t")], cfg.n_critic, cfg.n_critic * self.batch)
         values = torch.cat([stats, self._end_of_step()])
         self._tick.add(names + ("skipped",), values[:len(names) + 1], host)
         return StepStats(self, names, values, host)
@@ -908,8 +972,11 @@ class Trainer:
         that had it (loss_Dreg: the lazy R1 steps), `skipped` the mean per step; ema_beta the mean.
         One host read: `ganfast train` calls it once per tick. Raises NonFiniteError when training
         has halted on non-finite values."""
-        means, (halted,) = self._tick.read(self._halted)
-        self._check_halt(halted)
+        p = self.augment.p if isinstance(self.augment, AugmentPipe) else None
+        means, read = self._tick.read(self._halted if p is None else torch.stack([self._halted.float(), p.float()]))
+        self._check_halt(read[0])
+        if p is not None:
+            means["aug_p"] = read[1]            # p at this read (r_t, from the D main phases, is the tick's mean)
         return means
 
     def check_finite(self) -> None:
@@ -960,7 +1027,9 @@ class Trainer:
         objects: dict[str, Any] = {"G": unwrap_model(self.G), "D": unwrap_model(self.D), "opt_G": self.opt_G,
                                    "opt_D": self.opt_D, "latents": self.latents, "progress": self.progress}
         for name, obj in (("G_ema", self.ema), ("pl", self.pl), ("scaler_G", self.scaler_G),
-                          ("scaler_D", self.scaler_D), ("began", self.began), ("replay", self.replay)):
+                          ("scaler_D", self.scaler_D), ("began", self.began), ("replay", self.replay),
+                          ("augment", self.augment if isinstance(self.augment, AugmentPipe) else None),
+                          ("ada", self.ada)):
             if obj is not None:
                 objects[name] = obj
         return objects
