@@ -22,7 +22,8 @@ GANFAST_HD void cbn_moments(double count, double pivot, double s1, double s2, do
   const double shift = s1 / count;  // mean - pivot
   mean = pivot + shift;
   const double v = s2 - s1 * shift;
-  m2 = v > 0.0 ? v : 0.0;           // rounding can leave a constant channel's M2 at -0 or -tiny
+  // rounding can leave a constant channel's M2 at -tiny; a NaN (a channel holding +-inf) stays NaN
+  m2 = v < 0.0 ? 0.0 : v;
 }
 
 }  // namespace ganfast

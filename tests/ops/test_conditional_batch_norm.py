@@ -31,6 +31,12 @@ needs_cpu_ext = pytest.mark.skipif(ganfast._ext.unavailable_reason("cpu") is not
                                    reason=f"CPU extension unavailable: {ganfast._ext.unavailable_reason('cpu')}")
 
 
+def backends_triton_runs() -> bool:
+    """Whether the triton backend runs on CPU tensors here (under TRITON_INTERPRET=1)."""
+    b = ganfast.backends.get_backend("triton")
+    return b.unavailable_reason() is None and b.accepts_device(torch.device("cpu"))
+
+
 def _params(names):
     return [pytest.param(b, marks=needs_cpu_ext) if b == "cpu" else b for b in names]
 
@@ -567,3 +573,66 @@ def test_cross_replica_statistics_equal_single_process(cross_replica_results, ba
         key = f"{backend}/{case}"
         assert key in results, f"rank {rank} did not run {key}"
         assert results[key] is None, f"rank {rank}, {key}:\n{results[key]}"
+
+
+# ---------------------------------------------------------------- found by the fuzz tests (issue 26)
+
+@pytest.mark.parametrize("backend", OP_BACKENDS)
+def test_eval_with_strided_running_statistics(backend):
+    # running_var a stride-2 view (every other element of a buffer): torch's CPU batch-norm backward
+    # misread it (the reference's dx at x [1, 2, 1, 1] was ~200x off); the reference now hands
+    # F.batch_norm contiguous statistics.
+    x = torch.tensor([[[[0.1541]], [[-0.0293]]]], dtype=torch.float16, requires_grad=True)
+    gain, bias = torch.tensor([[0.6614, 0.2669]]), torch.tensor([[0.3923, -0.2236]])
+    buf = torch.full((4,), float("nan"))
+    running_var = buf[::2]
+    running_var.copy_(torch.tensor([1.8553, 0.4825]))
+    running_mean = torch.tensor([0.8033, 0.1748])
+    y = conditional_batch_norm(x, gain, bias, running_mean, running_var, training=False, backend=backend)
+    (dx,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    expected = (gain[0] / torch.sqrt(running_var + EPS)).reshape(1, 2, 1, 1)
+    torch.testing.assert_close(dx.float(), expected, rtol=2e-3, atol=0)
+
+
+@pytest.mark.parametrize("backend", OP_BACKENDS + (["triton"] if backends_triton_runs() else []))
+def test_channel_holding_inf_gives_nan_not_a_zero_variance(backend):
+    # +inf in a channel: its variance is NaN (inf - inf), so the whole channel is NaN as in the
+    # reference; the kernels' M2 clamp (max(v, 0)) turned the NaN into 0 and gave -inf / +inf.
+    x = torch.randn(2, 3, 4, 5)
+    x[0, 1, 2, 3] = float("inf")
+    y = conditional_batch_norm(x, torch.ones(2, 3), torch.zeros(2, 3), backend=backend)
+    assert torch.isnan(y[:, 1]).all() and torch.isfinite(y[:, [0, 2]]).all()
+
+
+def test_batch_norm_names_weight_and_bias_not_gain():
+    # the one-call path and the generic op named batch_norm's weight "gain" (its own argument name)
+    args = dict(x=torch.randn(2, 3, 4, 4), weight=torch.ones(3), bias=torch.zeros(3), running_mean=torch.zeros(3),
+                running_var=torch.ones(3), training=True, momentum=MOMENTUM, eps=EPS)
+    for over, match in ((dict(weight=torch.ones(3, device="meta")), "weight must be on x's device cpu, got meta"),
+                        (dict(bias=torch.zeros(3, dtype=torch.int64)), "bias must be a floating tensor")):
+        for backend in ["reference", *[b.values[0] for b in FAST_BACKENDS]]:
+            with pytest.raises(ValueError, match=f"batch_norm: {match}"):
+                cbn_module.batch_norm(**{**args, **over}, backend=backend)
+
+
+@pytest.mark.parametrize("backend", OP_BACKENDS)
+def test_empty_x_with_strided_empty_parameters(backend):
+    # C = 0 with weight / bias [0] views of stride 2: the extension refused them ("bias must be
+    # contiguous over C"); an empty x now takes the reference's empty results.
+    x = torch.randn(2, 0, 3, 3)
+    w, b = torch.ones(1)[1:][::2], torch.zeros(1)[1:][::2]
+    y = cbn_module.batch_norm(x, w, b, None, None, True, MOMENTUM, EPS, backend=backend)
+    assert y.shape == x.shape
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(gain=torch.ones(2, 3, dtype=torch.int64)), "gain must be a floating tensor"),
+    (dict(running_mean=torch.zeros(3, dtype=torch.int64)), "running_mean must be a floating tensor"),
+])
+def test_integer_parameters_name_the_argument(kwargs, match):
+    # were NotImplementedError from lerp_ (reference, triton) or silently cast (gain)
+    args = dict(x=torch.randn(2, 3, 4, 4), gain=torch.ones(2, 3), bias=torch.zeros(2, 3),
+                running_mean=torch.zeros(3), running_var=torch.ones(3))
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        conditional_batch_norm(**args)

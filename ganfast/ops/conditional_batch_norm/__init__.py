@@ -272,10 +272,14 @@ def _check(x, gain, bias, running_mean, running_var, training, momentum, eps, ac
             raise ValueError(f"{who}: {name} must be [N, C] = [{n}, {c}] (one value per sample and channel), got {got}")
         if t.device != x.device:
             raise ValueError(f"{who}: {name} must be on x's device {x.device}, got {t.device}")
+        if not t.is_floating_point():
+            raise ValueError(f"{who}: {name} must be a floating tensor, got {t.dtype}")
     for name, t in (("running_mean", running_mean), ("running_var", running_var)):
         if t is not None and (not isinstance(t, torch.Tensor) or tuple(t.shape) != (c,) or t.device != x.device):
             got = f"shape {list(t.shape)} on {t.device}" if isinstance(t, torch.Tensor) else type(t).__name__
             raise ValueError(f"{who}: {name} must be a [C] = [{c}] tensor on {x.device}, got {got}")
+        if t is not None and not t.is_floating_point():
+            raise ValueError(f"{who}: {name} must be a floating tensor, got {t.dtype}")
     if not training and (running_mean is None or running_var is None):
         raise ValueError(f"{who}: training=False normalizes with the running statistics: running_mean and "
                          "running_var must be given")
@@ -315,7 +319,9 @@ def conditional_batch_norm(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tens
     """
     _check(x, gain, bias, running_mean, running_var, training, momentum, eps, act)
     name = backends.select(OP, (x,), backend)
-    if name == "reference":
+    # an empty x (N, C, H or W = 0): nothing for a kernel to do, and the extension's stride checks
+    # would refuse the arbitrary strides of empty gains; the reference gives the empty results
+    if name == "reference" or x.numel() == 0:
         return conditional_batch_norm_ref(x, gain, bias, running_mean, running_var, training, momentum, eps, act,
                                           process_group)
     acc = acc_dtype(x)
@@ -364,6 +370,12 @@ def batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, runnin
         got = f"shape {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{who}: x must be [N, C, H, W], got {got}")
     c = x.shape[1]
+    # named here as batch_norm's arguments (the generic op and the extension would say gain / bias)
+    for arg, t in (("weight", weight), ("bias", bias)):
+        if isinstance(t, torch.Tensor) and t.device != x.device:
+            raise ValueError(f"{who}: {arg} must be on x's device {x.device}, got {t.device}")
+        if isinstance(t, torch.Tensor) and not t.is_floating_point():
+            raise ValueError(f"{who}: {arg} must be a floating tensor, got {t.dtype}")
     if (process_group is None and x.is_floating_point() and (act is None or act == "relu")
             and is_eager(x, weight, bias) and weight is not None and bias is not None
             and weight.shape == (c,) and bias.shape == (c,)):
@@ -373,6 +385,7 @@ def batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, runnin
             (running_mean is not None and running_var is not None)
         # anything else (another dtype, a value the generic checks reject): the generic call below
         if (name in backends.EXTENSION_BACKENDS and weight.dtype == acc and bias.dtype == acc and stats_ok
+                and x.numel() > 0 and weight.is_contiguous() and bias.is_contiguous()
                 and isinstance(momentum, (int, float)) and 0 <= momentum <= 1 and eps > 0):
             args = (bool(training), float(momentum), float(eps), act == "relu", name)
             if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):

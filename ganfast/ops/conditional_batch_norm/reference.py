@@ -106,7 +106,10 @@ def conditional_batch_norm_ref(x: torch.Tensor, gain: torch.Tensor, bias: torch.
     xa = x.to(acc)
     c = x.shape[1]
     if not training:
-        xhat = F.batch_norm(xa, running_mean.to(acc), running_var.to(acc), None, None, False, 0.0, eps)
+        # contiguous: torch's CPU batch-norm backward misreads strided running statistics (it gave
+        # dx ~200x off for x [1, 2, 1, 1] and running_var a stride-2 view; found by the fuzz tests)
+        xhat = F.batch_norm(xa, running_mean.to(acc).contiguous(), running_var.to(acc).contiguous(), None, None,
+                            False, 0.0, eps)
     elif _fused_batch_norm_applies(xa, running_mean, running_var, process_group):
         # torch's batch norm without affine (the gain is per sample): the batch statistics, the
         # normalization and the running statistics' update (the rule above) in one fused op
@@ -125,12 +128,15 @@ def _fused_batch_norm_applies(xa: torch.Tensor, running_mean: Optional[torch.Ten
                               running_var: Optional[torch.Tensor], process_group) -> bool:
     """Whether F.batch_norm computes the training step as defined: one process, more than one value
     per channel (it refuses one; the definition gives xhat = 0), and the running statistics both
-    absent or both in the computation's dtype (its CPU kernel takes no other)."""
+    absent or both contiguous in the computation's dtype (its CPU kernel takes no other)."""
     if process_group is not None or xa.shape[0] * xa.shape[2] * xa.shape[3] < 2:
         return False
     if running_mean is None and running_var is None:
         return True
-    return running_mean is not None and running_var is not None and running_mean.dtype == running_var.dtype == xa.dtype
+    # contiguous ones only: F.batch_norm updates them in place, and its CPU kernels misread strided
+    # running statistics in eval's backward (above); the written-out path updates any view
+    return (running_mean is not None and running_var is not None and running_mean.dtype == running_var.dtype == xa.dtype
+            and running_mean.is_contiguous() and running_var.is_contiguous())
 
 
 # ---- the kernel contract: four passes ----

@@ -133,7 +133,8 @@ def _stats_partials_kernel(
     count = (_elements_before(t1, num_pt, HW, BLOCK_P) - _elements_before(t0, num_pt, HW, BLOCK_P)).to(tl.float32)
     sum1 = tl.sum(s1, axis=1)
     shift = sum1 / count
-    m2 = tl.maximum(tl.sum(s2, axis=1) - sum1 * shift, 0.0)
+    m2 = tl.sum(s2, axis=1) - sum1 * shift
+    m2 = tl.where(m2 < 0.0, 0.0, m2)    # -tiny from rounding to 0; a NaN (a channel with +-inf) stays NaN (tl.maximum drops it on GPUs)
     out = part_ptr + (c * num_segments + seg) * 2
     tl.store(out, pivot + shift, mask=cmask)
     tl.store(out + 1, m2, mask=cmask)
