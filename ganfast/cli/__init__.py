@@ -149,7 +149,8 @@ def _key_values(text: str) -> dict:
 
 def _add_train(sub) -> None:
     from ganfast.training.amp import AMP_MODES
-    from ganfast.training.loop import TRAINING_LOSSES
+    from ganfast.training.augment import AUGMENT_PRESETS
+    from ganfast.training.loop import AUGMENTATIONS, TRAINING_LOSSES
     from ganfast.training.run import DEFAULT_PRESET, RunOptions
     d = RunOptions()
     p = sub.add_parser(
@@ -192,6 +193,18 @@ def _add_train(sub) -> None:
     p.add_argument("--n-critic", type=_int_at_least(1), default=None, help="D steps per G step")
     p.add_argument("--label-smoothing", type=float, default=None, help="one-sided label smoothing (e.g. 0.1)")
     p.add_argument("--gp-weight", type=float, default=None, help="WGAN-GP / DRAGAN lambda")
+    p.add_argument("--aug", choices=AUGMENTATIONS, default=None,
+                   help="augment every image D sees (reals, fakes, the R1 pass): 'ada' (adaptive discriminator "
+                        "augmentation, Karras et al. 2020), 'diffaugment' (Zhao et al. 2020: color,translation,"
+                        "cutout) or 'none' (default)")
+    p.add_argument("--target", type=float, default=None,
+                   help="--aug ada: the target of E[sign(D(real))] that steers p (default 0.6)")
+    p.add_argument("--aug-p", type=float, default=None,
+                   help="--aug ada: the augmentation probability p; alone it fixes p (no adaptation), with "
+                        "--target it is where the adaptive p starts (default 0)")
+    p.add_argument("--aug-pipe", choices=tuple(AUGMENT_PRESETS), default=None,
+                   help="--aug ada: the pipeline, NVIDIA's groups b(lit) g(eometric) c(olor) f(ilter) n(oise) "
+                        "c(utout) (default bgc)")
     p.add_argument("--set", type=_key_values, default={}, metavar="K=V,...",
                    help="any other TrainingConfig field, e.g. --set r1_interval=8,replay_fraction=0.5,replay_size=512")
     p.add_argument("--model", type=_key_values, default={}, metavar="K=V,...",
@@ -248,10 +261,16 @@ def _train(args) -> int:
     overrides = dict(args.set)
     for flag, field in (("loss", "loss"), ("lr", "lr"), ("r1_gamma", "r1_gamma"), ("pl_weight", "pl_weight"),
                         ("ema_kimg", "ema_kimg"), ("n_critic", "n_critic"), ("label_smoothing", "label_smoothing"),
-                        ("gp_weight", "gp_weight")):
+                        ("gp_weight", "gp_weight"), ("aug", "aug"), ("target", "aug_target"), ("aug_p", "aug_p"),
+                        ("aug_pipe", "aug_pipe")):
         value = getattr(args, flag)
         if value is not None:
             overrides[field] = value
+    given = [f"--{flag.replace('_', '-')}" for flag in ("target", "aug_p", "aug_pipe") if getattr(args, flag) is not None]
+    if given and overrides.get("aug") != "ada":
+        args.parser.error(f"{', '.join(given)} need --aug ada")
+    if args.aug_p is not None and args.target is None:      # --aug-p alone: p fixed at that value
+        overrides["aug_target"] = None
     if "lr" in overrides:               # one learning rate for both networks, whatever the recipe split
         overrides.setdefault("g_lr", None)
         overrides.setdefault("d_lr", None)

@@ -521,6 +521,8 @@ def run_training(options: RunOptions) -> dict[str, Any]:
                                    "s/kimg": f"{row['sec_per_kimg']:.1f}"}
                         if "resolution" in row:
                             postfix["res"] = f"{row['resolution']} alpha {row['alpha']:.2f}"
+                        if "aug_p" in row:
+                            postfix["p"] = f"{row['aug_p']:.3f}"
                         bar.set_postfix(postfix)
                 write_grid()
                 tick_start, tick_nimg_start = time.time(), cur

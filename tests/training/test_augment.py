@@ -4,6 +4,7 @@ wavelet round trip), p = 0 as the identity, gradients, the adaptive controller's
 Trainer wiring (every D input augmented, R1 through the pipe, p in ticks and checkpoints)."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -377,3 +378,47 @@ def test_trainer_with_diffaugment_trains():
     t.step()
     stats = t.read_stats()
     assert "aug_p" not in stats and "r_t" not in stats and math.isfinite(stats["loss_D"])
+
+
+# ---- ganfast train --aug ----
+
+TINY_RUN = ["--preset", "stylegan2-32-fmnist", "--model", "channel_max=8,channel_base=256,z_dim=16,w_dim=16",
+            "--kimg", "0.024", "--batch", "8", "--tick", "0.008", "--snap", "0.024", "--metrics", "none",
+            "--no-progress"]
+
+
+def test_train_aug_ada_logs_p_and_r_t_per_tick_to_the_log_and_tensorboard(tmp_path):
+    from ganfast.cli import main
+    from ganfast.training.visualize import read_jsonl
+    out = tmp_path / "ada"
+    assert main(["train", "--out", str(out), *TINY_RUN, "--aug", "ada", "--target", "0.6", "--aug-p", "0.1",
+                 "--set", "aug_kimg=0.1,aug_interval=1"]) == 0
+    training = json.loads((out / "run.json").read_text())["training"]
+    assert (training["aug"], training["aug_p"], training["aug_target"], training["aug_pipe"]) == ("ada", 0.1, 0.6, "bgc")
+    log = read_jsonl(out / "log.jsonl")
+    assert len(log) == 3 and all(-1 <= row["r_t"] <= 1 and row["aug_p"] >= 0 for row in log)
+    # each step moves p by 8 / 100 images either way (interval 1, 0.1 kimg from 0 to 1): never still
+    assert len({round(row["aug_p"], 6) for row in [{"aug_p": 0.1}] + log}) > 1
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("Progress/aug_p")] == pytest.approx([row["aug_p"] for row in log], rel=1e-6)
+    assert [e.value for e in acc.Scalars("Progress/r_t")] == pytest.approx([row["r_t"] for row in log], rel=1e-6)
+
+
+def test_train_aug_flags(tmp_path, capsys, monkeypatch):
+    import ganfast.training.run as run
+    from ganfast.cli import main
+    asked = []
+    monkeypatch.setattr(run, "run_training", lambda options: asked.append(options.training_overrides) or {})
+    for flags, expected in ((["--aug", "ada"], {"aug": "ada"}),
+                            (["--aug", "ada", "--aug-p", "0.3"], {"aug": "ada", "aug_p": 0.3, "aug_target": None}),
+                            (["--aug", "ada", "--aug-p", "0.3", "--target", "0.5", "--aug-pipe", "bgcfnc"],
+                             {"aug": "ada", "aug_p": 0.3, "aug_target": 0.5, "aug_pipe": "bgcfnc"}),
+                            (["--aug", "diffaugment"], {"aug": "diffaugment"})):
+        assert main(["train", "--out", str(tmp_path / "x"), *flags]) == 0
+        assert asked[-1] == expected, flags
+    for flags in (["--target", "0.5"], ["--aug", "diffaugment", "--aug-p", "0.2"]):
+        with pytest.raises(SystemExit):
+            main(["train", "--out", str(tmp_path / "x"), *flags])
+        assert "need --aug ada" in capsys.readouterr().err
