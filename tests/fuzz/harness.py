@@ -386,7 +386,6 @@ def _nonfinite_mismatch(got: torch.Tensor, want: torch.Tensor, k: int = 5) -> Op
     return None
 
 
-@_timed
 def _nonfinite_outputs_differ(fast: tuple, ref: tuple) -> Optional[str]:
     """Why the non-finite positions of two results differ, or None when they agree."""
     if len(fast) != len(ref):
@@ -402,6 +401,7 @@ def _nonfinite_outputs_differ(fast: tuple, ref: tuple) -> Optional[str]:
     return None
 
 
+@_timed
 def check_nonfinite(name: str, fast_fn: Callable, ref_fn: Callable, inputs: dict, *, dtype: torch.dtype,
                     backend: Optional[str] = None) -> None:
     """Inputs carrying NaN / inf: the fast outputs' NaN, +inf and -inf positions must equal the

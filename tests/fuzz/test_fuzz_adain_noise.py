@@ -31,8 +31,12 @@ def _case(draw):
     interpreted = backend == "triton"   # the Triton interpreter: ~0.1 s a launch, smaller shapes
     sizes = SIZES[:6] if interpreted else SIZES
     if draw(st.integers(0, 15)) == 0:
-        # a large plane (rare): past every fused tile (the interpreter's: just past one)
-        shape = (1, 1, 67, 67) if interpreted else (1, 1, 181, 173)
+        # a large plane (rare): past every fused tile (the interpreter's: just past one). Several
+        # planes, not one: the per-plane sums (style gradients) cancel heavily, and the error of
+        # one such sum is as likely to be small by luck for the reference as for any fast path
+        # (67x67, fp32: median 6e-6 for the reference, cpu and triton alike); the rule compares
+        # the largest error over the output, which needs more than one sample to mean much
+        shape = (1, 2, 65, 65) if interpreted else (2, 2, 181, 173)
     else:
         # batch and channels may be empty; a plane of one pixel has variance 0 (out = style_bias)
         n, c = draw(st.sampled_from((0,) + sizes[:4])), draw(st.sampled_from((0,) + sizes))
@@ -104,7 +108,7 @@ def _inputs(c, nonfinite=False):
                 act=c["act"], alpha=c["alpha"], gain=c["gain"], eps=c["eps"], seed=seed)
 
 
-@fuzz_settings(50)
+@fuzz_settings(150)
 @given(c=_case())
 def test_fuzz_adain_noise(c):
     order = backends.op_grad_order(OP, c["backend"])
@@ -113,7 +117,7 @@ def test_fuzz_adain_noise(c):
              second_order=order is None or order >= 2, seed=c["seed"], backend=c["backend"])
 
 
-@fuzz_settings(25)
+@fuzz_settings(80)
 @given(c=_case())
 def test_fuzz_adain_noise_nonfinite(c):
     check_nonfinite(OP, functools.partial(adain_noise, backend=c["backend"]),

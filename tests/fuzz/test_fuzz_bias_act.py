@@ -82,7 +82,7 @@ def _inputs(c, nonfinite=False):
                 dim=c["dim"], act=c["act"], alpha=c["alpha"], gain=c["gain"], clamp=c["clamp"])
 
 
-@fuzz_settings(60)
+@fuzz_settings(300)
 @given(c=_case())
 def test_fuzz_bias_act(c):
     inputs = _inputs(c)
@@ -91,7 +91,7 @@ def test_fuzz_bias_act(c):
              backend=c["backend"])
 
 
-@fuzz_settings(30)
+@fuzz_settings(100)
 @given(c=_case())
 def test_fuzz_bias_act_nonfinite(c):
     check_nonfinite(OP, functools.partial(bias_act, backend=c["backend"]),

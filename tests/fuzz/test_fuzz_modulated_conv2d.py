@@ -151,7 +151,7 @@ def _noise_off_kinks(c, x, weight, styles, noise, bias):
     return full.to(x.dtype)
 
 
-@fuzz_settings(60)
+@fuzz_settings(120)
 @given(c=_case())
 def test_fuzz_modulated_conv2d(c):
     reference = (functools.partial(modulated_conv2d, backend="reference") if c["backend"] == "reference"
@@ -161,7 +161,7 @@ def test_fuzz_modulated_conv2d(c):
              seed=c["seed"], backend=c["backend"])
 
 
-@fuzz_settings(25)
+@fuzz_settings(80)
 @given(c=_case())
 def test_fuzz_modulated_conv2d_nonfinite(c):
     check_nonfinite(OP, functools.partial(modulated_conv2d, backend=c["backend"]),
@@ -185,7 +185,7 @@ def _resample_case(draw):
                 flip_filter=draw(st.booleans()), seed=draw(st.integers(0, 2**31 - 1)))
 
 
-@fuzz_settings(30)
+@fuzz_settings(150)
 @given(c=_resample_case())
 def test_fuzz_conv2d_resample(c):
     s = c["seed"]

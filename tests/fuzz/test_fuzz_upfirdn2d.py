@@ -66,7 +66,7 @@ def _inputs(c, nonfinite=False):
                 gain=c["gain"])
 
 
-@fuzz_settings(80)
+@fuzz_settings(300)
 @given(c=_case())
 def test_fuzz_upfirdn2d(c):
     # the fused backends take the filter as a constant; only the reference differentiates it
@@ -77,7 +77,7 @@ def test_fuzz_upfirdn2d(c):
              backend=c["backend"])
 
 
-@fuzz_settings(30)
+@fuzz_settings(100)
 @given(c=_case())
 def test_fuzz_upfirdn2d_nonfinite(c):
     check_nonfinite(OP, functools.partial(upfirdn2d, backend=c["backend"]),

@@ -78,3 +78,4 @@ def test_modulated_conv2d_empty_batch(backend, fused_modconv):
     assert y.shape == (0, 2, 8, 8)
     gx, gw, gs = torch.autograd.grad(y.sum(), (x, w, s))
     assert gx.shape == x.shape and torch.equal(gw, torch.zeros_like(w)) and gs.shape == s.shape
+
