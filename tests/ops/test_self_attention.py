@@ -399,3 +399,47 @@ def test_info_says_triton_is_the_gpu_path():
     assert "self_attention" in info.as_dict()["ops"]
     assert "cuda" not in info.as_dict()["ops"]["self_attention"]
     assert "Triton is this op's GPU path" in info.report()
+
+
+# ---------------------------------------------------------------- found by the fuzz tests (issue 26)
+
+ALL_BACKENDS = ["reference", *BACKENDS]
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("pool", [1, 2])
+def test_empty_batch(backend, pool):
+    # B = 0: the reference and the cpu path crashed in reshape(b, -1, ...) ("cannot reshape tensor
+    # of 0 elements"); now an empty y and zero gradients of the right shapes, first and second order.
+    x = torch.randn(0, 16, 5, 4, requires_grad=True)
+    ws = [torch.randn(*s, requires_grad=True) for s in ((2, 16, 1, 1), (2, 16, 1, 1), (8, 16, 1, 1), (16, 8, 1, 1))]
+    gamma = torch.tensor(0.5, requires_grad=True)
+    y = self_attention2d(x, *ws, gamma, pool=pool, backend=backend)
+    assert y.shape == x.shape
+    grads = torch.autograd.grad(y.sum(), [x, *ws, gamma], create_graph=True)
+    assert [g.shape for g in grads] == [t.shape for t in (x, *ws, gamma)] and not any(g.any() for g in grads)
+
+
+@pytest.mark.parametrize("over, match", [
+    (dict(w_g=torch.randn(8, 16, 1, 1, dtype=torch.float16)), r"w_g must have x's dtype float32 \(outside autocast\), got float16"),
+    (dict(gamma=torch.tensor([0.5], dtype=torch.float64)), r"gamma must have x's dtype float32"),
+    (dict(w_o=torch.randn(16, 8, 1, 1, device="meta")), r"w_o must be on x's device cpu, got meta"),
+    (dict(w_theta=torch.randn(0, 16), w_phi=torch.randn(0, 16)), r"w_theta must have at least one output channel"),
+    (dict(w_g=torch.randn(0, 16), w_o=torch.randn(16, 0)), r"w_g must have at least one output channel"),
+])
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_mixed_dtypes_devices_and_empty_widths_name_the_argument(backend, over, match):
+    # were dtype / device errors from inside bmm or conv2d that named no argument, or (Cq, Cv = 0)
+    # a conv2d error on the reference and a result on the cpu path
+    with pytest.raises(ValueError, match=match):
+        self_attention2d(**_args(**over), backend=backend)
+
+
+def test_cpu_core_propagates_a_nan_query():
+    # torch's CPU flash kernel gives a query row holding NaN (or -inf) the output 0, as a fully
+    # masked row; the definition gives NaN (a NaN pixel the pool drops: only its own query is NaN)
+    from ganfast.ops.self_attention import cpu
+    q, k, v = torch.randn(1, 4, 8), torch.randn(1, 3, 8), torch.randn(1, 3, 8)
+    q[0, 1, 2] = float("nan")
+    o, _ = cpu.attention_forward(q, k, v)
+    assert torch.isnan(o[0, 1]).all() and torch.isfinite(o[0, [0, 2, 3]]).all()

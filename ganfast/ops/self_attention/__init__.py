@@ -118,8 +118,14 @@ def _backward_of_backward(ctx, gdq, gdk, gdv):
     """The double backward: vjp through the reference's attention gradient (any order)."""
     do, q, k, v = ctx.saved_tensors
     cot = tuple(c if c is not None else torch.zeros_like(t) for c, t in ((gdq, q), (gdk, k), (gdv, v)))
-    grads = torch.func.vjp(lambda do_, q_, k_, v_: attention_backward_ref(do_, q_, k_, v_, ctx.scale),
-                           do, q, k, v)[1](cot)
+    # fp16/bf16 in fp32 (the first-order kernels accumulate in fp32 too), results in the inputs' dtypes
+    acc = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+
+    def grad_fn(do_, q_, k_, v_):
+        dq, dk, dv = attention_backward_ref(do_.to(acc), q_.to(acc), k_.to(acc), v_.to(acc), ctx.scale)
+        return dq.to(q_.dtype), dk.to(k_.dtype), dv.to(v_.dtype)
+
+    grads = torch.func.vjp(grad_fn, do, q, k, v)[1](cot)
     # o and lse are functions of q, k, v whose influence the reference's recomputation carries
     return tuple(grads) + (None, None, None, None)
 
@@ -225,6 +231,18 @@ def _check(x, w_theta, w_phi, w_g, w_o, gamma, pool) -> tuple[int, int]:
     if not isinstance(gamma, torch.Tensor) or gamma.numel() != 1:
         raise ValueError(f"gamma must be a one-element tensor, got "
                          f"{tuple(gamma.shape) if isinstance(gamma, torch.Tensor) else type(gamma).__name__}")
+    for name, width in (("x", c), ("w_theta", st[0]), ("w_g", sg[0])):
+        if width == 0:   # no channels, queries/keys or values to attend with: nothing is defined
+            raise ValueError(f"{name} must have at least one {'channel' if name == 'x' else 'output channel'}, "
+                             f"got {width}")
+    # one device, and (outside autocast, which casts each op's operands itself) one dtype
+    mixed_ok = x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type)
+    for name, t in (("w_theta", w_theta), ("w_phi", w_phi), ("w_g", w_g), ("w_o", w_o), ("gamma", gamma)):
+        if t.device != x.device:
+            raise ValueError(f"{name} must be on x's device {x.device}, got {t.device}")
+        if t.dtype != x.dtype and not mixed_ok:
+            raise ValueError(f"{name} must have x's dtype {str(x.dtype).replace('torch.', '')} (outside autocast), "
+                             f"got {str(t.dtype).replace('torch.', '')}")
     return st[0], sg[0]
 
 
@@ -267,6 +285,7 @@ def _qkv_rows(xf, wts, h: int, w: int, cq: int, d: int, pool: int, save: bool):
     k, v rows [B, M, O - Cq] (flat positions in the H x W map)."""
     b, c, n = xf.shape
     o_rows = wts.shape[0]
+    m = (h // pool) * (w // pool)        # spelled out: a -1 cannot be inferred at batch 0
     p = torch.bmm(xf.mT, wts.t().expand(b, c, o_rows))                  # [B, N, O]
     q = p.view(b, 1, n, o_rows)[..., :d]
     idx = None
@@ -278,10 +297,10 @@ def _qkv_rows(xf, wts, h: int, w: int, cq: int, d: int, pool: int, save: bool):
         maps = p.mT.view(b, o_rows, h, w)
         if save:
             pooled, idx = F.max_pool2d(maps, pool, return_indices=True)
-            idx = idx.permute(0, 2, 3, 1).reshape(b, -1, o_rows)[..., cq:]
+            idx = idx.permute(0, 2, 3, 1).reshape(b, m, o_rows)[..., cq:]
         else:
             pooled = F.max_pool2d(maps, pool)
-        kv = pooled.permute(0, 2, 3, 1).reshape(b, 1, -1, o_rows)       # [B, 1, M, O]
+        kv = pooled.permute(0, 2, 3, 1).reshape(b, 1, m, o_rows)        # [B, 1, M, O]
     _, k, v = kv.split_with_sizes((cq, d, o_rows - cq - d), 3)
     return q, k, v, idx
 
@@ -392,7 +411,7 @@ class _BlockFn(torch.autograd.Function):
             dq = dq.reshape(b, n, d)
             if d > cq:
                 dq = dq[..., :cq]
-            dkv = torch.cat((dk, dv), 3).view(b, -1, o_rows - cq)          # [B, M, O - Cq]
+            dkv = torch.cat((dk, dv), 3).view(b, dk.shape[2], o_rows - cq)  # [B, M, O - Cq]
             if pool > 1:
                 dkv = dkv.new_zeros(b, n, o_rows - cq).scatter_(1, idx, dkv)
             dpt = torch.cat((dq, dkv), 2).mT                            # [B, O, N]
@@ -433,6 +452,12 @@ def self_attention2d(x: torch.Tensor, w_theta: torch.Tensor, w_phi: torch.Tensor
 
     x [B, C, H, W]; w_theta, w_phi [Cq, C, 1, 1] (or [Cq, C]); w_g [Cv, C, 1, 1]; w_o [C, Cv, 1, 1];
     gamma a one-element tensor; keys and values max-pooled by `pool` (floor, as F.max_pool2d).
+    Every tensor on x's device and, outside autocast, in x's dtype; C, Cq, Cv >= 1 (B may be 0).
+
+    Non-finite inputs: NaN propagates as in the reference. An infinite key is where the fused
+    backends differ: their online softmax gives a -inf score the weight 0 without multiplying its
+    value, where the reference's softmax(S) V computes 0 * inf = NaN; so with +-inf in x (or the
+    weights) a query row the reference makes NaN may come out finite here (never the reverse).
     Returns y [B, C, H, W]. Gradients of any order on every backend. See reference.py for the
     formulas and this module's docstring for what is fused.
     """

@@ -38,8 +38,13 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
 def heads_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float = 1.0):
     """The kernel on heads q [B, 1, N, D], k, v [B, 1, M, D] of one width, any strides (rows are
     made unit-stride where they are not: the max-pool writes channels_last or not, e.g. at batch 1).
-    Returns (o [B, 1, N, D], lse [B, 1, N])."""
-    return _flash_forward(_rows(q), _rows(k), _rows(v), 0.0, False, scale=scale)
+    Returns (o [B, 1, N, D], lse [B, 1, N]).
+
+    The kernel gives a query row holding NaN or -inf the output 0 (as a fully masked row), where
+    the definition gives NaN: 0 * the row's sum (NaN for such a row, else 0) puts the NaN back
+    (found by tests/fuzz/test_fuzz_self_attention.py)."""
+    o, lse = _flash_forward(_rows(q), _rows(k), _rows(v), 0.0, False, scale=scale)[:2]
+    return o + q.sum(-1, keepdim=True) * 0.0, lse
 
 
 def heads_backward(do, q, k, v, o, lse, scale: float = 1.0):

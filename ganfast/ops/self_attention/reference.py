@@ -87,7 +87,8 @@ def self_attention2d_ref(x: torch.Tensor, w_theta: torch.Tensor, w_phi: torch.Te
     q, k, v = queries_keys_values(x, wt, wp, wg, pool)
     o = attention_ref(q, k, v)                                 # [B, N, Cv]
     # gamma folded into the small w_o (as BigGAN's gamma * conv(o, w_o), one [B, C, H, W] pass fewer)
-    return x + project(o.transpose(1, 2).reshape(b, -1, h, w), (wo * gamma).reshape(wo.shape))
+    # Cv spelled out: a -1 cannot be inferred from an empty batch (B = 0)
+    return x + project(o.transpose(1, 2).reshape(b, wo.shape[1], h, w), (wo * gamma).reshape(wo.shape))
 
 
 # ---- the kernel contract (cpu.py and triton.py implement the same two functions) ----
