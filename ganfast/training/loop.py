@@ -124,8 +124,8 @@ class TrainingConfig:
     augment): 'none'; 'ada': ADA's AugmentPipe with pipeline aug_pipe ('bgc', ... AUGMENT_PRESETS),
     p starting at aug_p and steered towards E[sign(D(real))] = aug_target every aug_interval D steps
     (p from 0 to 1 in aug_kimg thousand images), or, with aug_target None, fixed at aug_p;
-    'diffaugment': DiffAugment with diffaugment_policy. With 'ada' the tick statistics carry aug_p
-    (p at the read) and r_t (E[sign(D(real))] over the tick's D main phases).
+    'diffaugment': DiffAugment with diffaugment_policy. With 'ada' (fixed p too) the tick statistics
+    carry aug_p (p at the read) and r_t (E[sign(D(real))] over the tick's D main phases).
     """
     loss: str = "nonsaturating"
     batch: int = 32
@@ -816,7 +816,7 @@ class Trainer:
                 stats["info"] = info
                 loss = loss + cfg.info_weight * info
             stats["real_score"], stats["fake_score"] = real_logits.float().mean(), fake_logits.float().mean()
-            if self.ada is not None:       # ADA's overfitting heuristic, E[sign(D(real))]
+            if isinstance(self.augment, AugmentPipe):     # ADA's overfitting heuristic, E[sign(D(real))]
                 stats["r_t"] = real_logits.detach().float().sign().mean()
             return loss, stats
 

@@ -315,6 +315,8 @@ def test_trainer_augments_every_image_D_sees_and_takes_R1_through_the_pipe(monke
     assert all(seen[i] != "D" and seen[i + 1] == "D" for i in range(0, 8, 2))     # each D call on augmented input
     assert seen[4] is True                            # R1: the reals require grad before the pipe
     assert float(t.augment.p) == 0.5 and t.ada is None
+    tick = t.read_stats()                              # fixed p still reports p and D's r_t
+    assert tick["aug_p"] == 0.5 and -1 <= tick["r_t"] <= 1
 
 
 def test_ada_run_reports_p_and_r_t_and_checkpoints_them_without_host_syncs(tmp_path):
@@ -422,3 +424,15 @@ def test_train_aug_flags(tmp_path, capsys, monkeypatch):
         with pytest.raises(SystemExit):
             main(["train", "--out", str(tmp_path / "x"), *flags])
         assert "need --aug ada" in capsys.readouterr().err
+
+
+def test_a_resumed_ada_run_continues_exactly(tmp_path):
+    # the checkpoint falls inside a controller interval (3 D steps): its partial sums must carry over
+    t = tiny_trainer(run_dir=tmp_path / "a", aug_interval=3, aug_kimg=0.02, aug_p=0.5)
+    t.train(steps=4, snap_steps=2)
+    first = [dict(t.step()) for _ in range(3)]
+    u = tiny_trainer(run_dir=tmp_path / "a", aug_interval=3, aug_kimg=0.02, aug_p=0.5)
+    u.resume(tmp_path / "a" / "checkpoints" / "ckpt-000000002")
+    u.train(steps=4)
+    again = [dict(u.step()) for _ in range(3)]
+    assert again == first and float(u.augment.p) == float(t.augment.p) != 0.5      # p moved, identically
