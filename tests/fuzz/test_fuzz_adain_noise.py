@@ -112,7 +112,8 @@ def _inputs(c, nonfinite=False):
 @given(c=_case())
 def test_fuzz_adain_noise(c):
     order = backends.op_grad_order(OP, c["backend"])
-    check_op(OP, functools.partial(adain_noise, backend=c["backend"]), functools.partial(adain_noise, backend="reference"),
+    check_op(OP, functools.partial(adain_noise, backend=c["backend"]),
+             functools.partial(adain_noise, backend="reference"),
              _inputs(c), dtype=c["dtype"], diff=("x", "style_scale", "style_bias", "noise", "noise_strength", "bias"),
              second_order=order is None or order >= 2, seed=c["seed"], backend=c["backend"])
 
@@ -138,7 +139,8 @@ HOSTILE = [
     ("style_bias on the meta device", lambda a: dict(style_bias=torch.ones(2, 3, device="meta")), ValueError,
      r"style_bias must be on"),
     ("bias of the wrong size", lambda a: dict(bias=torch.ones(4)), ValueError, r"\bbias\b must have shape \[3\]"),
-    ("noise of the wrong plane", lambda a: dict(noise=torch.ones(2, 1, 4, 4)), ValueError, r"\bnoise\b must have shape"),
+    ("noise of the wrong plane", lambda a: dict(noise=torch.ones(2, 1, 4, 4)), ValueError,
+     r"\bnoise\b must have shape"),
     ("noise with channels", lambda a: dict(noise=torch.ones(2, 3, 4, 5)), ValueError, r"\bnoise\b must have shape"),
     ("noise on the meta device", lambda a: dict(noise=torch.ones(2, 1, 4, 5, device="meta")), ValueError,
      r"\bnoise\b must be on"),

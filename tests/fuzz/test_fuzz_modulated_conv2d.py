@@ -129,7 +129,8 @@ def _noise_off_kinks(c, x, weight, styles, noise, bias):
                              demodulate=c["demodulate"], flip_weight=c["flip_weight"],
                              fp16_safeguard=c["fp16_safeguard"] if c["fp16_safeguard"] is not None else
                              (x.dtype == torch.float16 and c["demodulate"]), backend="reference")
-    rest = (noise.double() if noise is not None else 0) + (bias.double().reshape(1, -1, 1, 1) if bias is not None else 0)
+    rest = ((noise.double() if noise is not None else 0)
+            + (bias.double().reshape(1, -1, 1, 1) if bias is not None else 0))
     spec = ACTIVATIONS[c["act"]]
     alpha = spec.def_alpha if c["alpha"] is None else c["alpha"]
     tol = 32 * torch.finfo(x.dtype).eps * (1 + a.abs())
@@ -179,7 +180,8 @@ def _resample_case(draw):
                 cin=groups * draw(st.sampled_from((1, 2))), cout=groups * draw(st.sampled_from((1, 2))), groups=groups,
                 h=draw(st.sampled_from((1, 2, 3, 5) if interpreted else (1, 2, 3, 5, 8))),
                 w=draw(st.sampled_from((1, 2, 3, 4))), kh=draw(st.sampled_from((1, 2, 3))),
-                kw=draw(st.sampled_from((1, 2, 3))), up=draw(st.sampled_from((1, 2))), down=draw(st.sampled_from((1, 2))),
+                kw=draw(st.sampled_from((1, 2, 3))), up=draw(st.sampled_from((1, 2))),
+                down=draw(st.sampled_from((1, 2))),
                 padding=draw(st.sampled_from(PADDINGS)), filter=draw(st.sampled_from(sorted(FILTERS))),
                 layout=draw(layouts(4, broadcastable=True)), flip_weight=draw(st.booleans()),
                 flip_filter=draw(st.booleans()), seed=draw(st.integers(0, 2**31 - 1)))
@@ -191,7 +193,8 @@ def test_fuzz_conv2d_resample(c):
     s = c["seed"]
     f = FILTERS[c["filter"]]
     inputs = dict(x=make_tensor(s, (c["n"], c["cin"], c["h"], c["w"]), c["layout"], c["dtype"]),
-                  w=make_tensor(s + 1, (c["cout"], c["cin"] // c["groups"], c["kh"], c["kw"]), "contiguous", c["dtype"]),
+                  w=make_tensor(s + 1, (c["cout"], c["cin"] // c["groups"], c["kh"], c["kw"]), "contiguous",
+                                c["dtype"]),
                   f=None if f is None else setup_filter(f), up=c["up"], down=c["down"], padding=c["padding"],
                   groups=c["groups"], flip_weight=c["flip_weight"], flip_filter=c["flip_filter"])
     check_op("conv2d_resample", functools.partial(conv2d_resample, backend=c["backend"]),
@@ -214,7 +217,8 @@ HOSTILE = [
     ("weight on the meta device", dict(weight=torch.randn(4, 3, 3, 3, device="meta")), ValueError,
      r"\bweight\b must be on"),
     ("styles on the meta device", dict(styles=torch.ones(2, 3, device="meta")), ValueError, r"\bstyles\b must be on"),
-    ("noise on the meta device", dict(noise=torch.ones(2, 1, 6, 6, device="meta")), ValueError, r"\bnoise\b must be on"),
+    ("noise on the meta device", dict(noise=torch.ones(2, 1, 6, 6, device="meta")), ValueError,
+     r"\bnoise\b must be on"),
     ("up of zero", dict(up=0), ValueError, r"\bup\b must be an int >= 1"),
     ("down of 1.5", dict(down=1.5), ValueError, r"\bdown\b must be an int >= 1"),
     ("negative clamp", dict(clamp=-3.0), ValueError, r"\bclamp\b must be None or >= 0"),

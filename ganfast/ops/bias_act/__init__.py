@@ -283,8 +283,9 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
         backend: 'reference', 'cpu', 'triton' or 'cuda'; None picks one (see ganfast.backends).
 
     Returns:
-        y: x's shape, dtype and layout. Differentiable twice on the fused backends (R1 and
-        path-length regularization need that), to any order on 'reference'.
+        y: a new tensor (never x itself) of x's shape, dtype and layout. Differentiable twice on
+        the fused backends (R1 and path-length regularization need that), to any order on
+        'reference'.
     """
     dim, alpha, gain, clamp = resolve_args(x, b, dim, act, alpha, gain, clamp)
     name = backends.requested_backend(backend)

@@ -77,9 +77,9 @@ def setup_filter(f, normalize: bool = True, flip_filter: bool = False, gain: flo
     [taps], a number (a 1-tap filter) or None (the identity, [1]).
 
     normalize: divide by the sum so a constant signal keeps its magnitude. gain: overall scale (a
-    2-D filter times gain, a separable one times sqrt(gain)). separable: return [taps] (True) or
-    [taps, taps] (False, the outer product); None picks separable for 1-D filters of 8 taps or
-    more, as the StyleGAN2 codebases do.
+    2-D filter times gain, a separable one times sqrt(gain), so gain >= 0 there). separable:
+    return [taps] (True) or [taps, taps] (False, the outer product); None picks separable for 1-D
+    filters of 8 taps or more, as the StyleGAN2 codebases do.
     """
     if f is None:
         f = 1
