@@ -7,7 +7,7 @@ smaller for Triton, whose interpreter is slow), every layout; num_svs from 1 to 
 (more vectors than min(O, K), or than the rank of an expanded, rank-1 W, are rounding noise or
 0 / 0: Gram-Schmidt of a vector against a full basis),
 u and v as plain vectors or [num_svs, .] rows in any layout but broadcast (they are written in
-place); n_iters 1-4, both orders (u_first), eps from 1e-12 to 10.
+place); n_iters 1-4, both orders (u_first), eps from 1e-12 to 1e-2 (see EPS).
 
 In place, by design (power_iteration's docstring): power_iteration updates u and v. The harness
 checks that inputs are unchanged, so the wrapper below hands the op copies of u and v in the same
@@ -30,7 +30,11 @@ from tests.fuzz.harness import (check_nonfinite, check_op, dtype_name, fuzz_back
 
 OP = "spectral_norm"
 BACKEND_DTYPES = [pytest.param(b, d, id=f"{b}-{dtype_name(d)}") for b in fuzz_backends(OP) for d in fuzz_dtypes(OP, b)]
-EPS = [1e-12, 1e-8, 1e-4, 1e-2, 10.0]
+# eps guards a division (normalize(x) = x / max(||x||, eps)); an eps above the vectors' norms stops
+# normalizing them, and the state then shrinks by ||W|| / eps an iteration until, with num_svs > 1,
+# Gram-Schmidt's |q|^2 underflows in fp32 and the definition itself is NaN (seen: eps = 10, a
+# 4 x 2 W, 4 iterations): the range drawn stays below the norms the scales below give.
+EPS = [1e-12, 1e-8, 1e-4, 1e-2]
 SEEDS = st.integers(0, 2**31 - 1)
 
 
