@@ -636,3 +636,28 @@ def test_integer_parameters_name_the_argument(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         conditional_batch_norm(**args)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("backend", OP_BACKENDS)
+def test_x_with_unusual_strides_on_size_one_dims(backend, training):
+    # x [1, 39, 3, 1] stored with its dims reversed: strides (1, 1, 39, 117), channels-last
+    # contiguous by torch's test. torch's CPU batch norm returned dx with NCHW values under
+    # channels-last strides, so the reference's dx was a permutation of the right one (the cpu
+    # backend was right; found by the fuzz tests). The definition written out is the oracle here.
+    x = torch.randn(1, 39, 3, 1, generator=torch.Generator().manual_seed(30))
+    x = x.permute(3, 2, 1, 0).contiguous().permute(3, 2, 1, 0).requires_grad_()
+    assert x.stride() == (1, 1, 39, 117)
+    dy = torch.randn(1, 39, 3, 1, generator=torch.Generator().manual_seed(31))
+    rm, rv = torch.zeros(39), torch.ones(39)
+    y = conditional_batch_norm(x, torch.ones(1, 39), torch.zeros(1, 39), rm.clone(), rv.clone(), training=training,
+                               eps=EPS, backend=backend)
+    (dx,) = torch.autograd.grad(y, x, dy)
+    x64 = x.detach().double().requires_grad_()
+    if training:
+        var, mean = torch.var_mean(x64, dim=(0, 2, 3), correction=0, keepdim=True)
+        y64 = (x64 - mean) * torch.rsqrt(var + EPS)
+    else:
+        y64 = x64 * (1 + EPS) ** -0.5
+    (dx64,) = torch.autograd.grad(y64, x64, dy.double())
+    torch.testing.assert_close(dx.double(), dx64, rtol=1e-4, atol=1e-5)

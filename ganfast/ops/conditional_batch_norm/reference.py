@@ -106,10 +106,12 @@ def conditional_batch_norm_ref(x: torch.Tensor, gain: torch.Tensor, bias: torch.
     xa = x.to(acc)
     c = x.shape[1]
     if not training:
-        # contiguous: torch's CPU batch-norm backward misreads strided running statistics (it gave
-        # dx ~200x off for x [1, 2, 1, 1] and running_var a stride-2 view; found by the fuzz tests)
-        xhat = F.batch_norm(xa, running_mean.to(acc).contiguous(), running_var.to(acc).contiguous(), None, None,
-                            False, 0.0, eps)
+        # written out, not F.batch_norm: torch's CPU batch-norm backward in eval misreads strided
+        # running statistics (dx ~200x off for x [1, 2, 1, 1] and running_var a stride-2 view) and
+        # an x whose size-1 dims carry unusual strides (x [1, 39, 3, 1], strides (1, 1, 39, 117):
+        # dx's values in NCHW order under channels-last strides). Both found by the fuzz tests.
+        rstd = torch.rsqrt(running_var.to(acc) + eps)
+        xhat = (xa - running_mean.to(acc).reshape(1, c, 1, 1)) * rstd.reshape(1, c, 1, 1)
     elif _fused_batch_norm_applies(xa, running_mean, running_var, process_group):
         # torch's batch norm without affine (the gain is per sample): the batch statistics, the
         # normalization and the running statistics' update (the rule above) in one fused op
@@ -127,9 +129,13 @@ def conditional_batch_norm_ref(x: torch.Tensor, gain: torch.Tensor, bias: torch.
 def _fused_batch_norm_applies(xa: torch.Tensor, running_mean: Optional[torch.Tensor],
                               running_var: Optional[torch.Tensor], process_group) -> bool:
     """Whether F.batch_norm computes the training step as defined: one process, more than one value
-    per channel (it refuses one; the definition gives xhat = 0), and the running statistics both
+    per channel (it refuses one; the definition gives xhat = 0), an NCHW-contiguous x, and the running statistics both
     absent or both contiguous in the computation's dtype (its CPU kernel takes no other)."""
     if process_group is not None or xa.shape[0] * xa.shape[2] * xa.shape[3] < 2:
+        return False
+    if not xa.is_contiguous():
+        # torch's CPU batch-norm backward gave dx in NCHW order under channels-last strides for an
+        # x whose size-1 dims carry unusual strides (found by the fuzz tests): NCHW x only
         return False
     if running_mean is None and running_var is None:
         return True
