@@ -108,7 +108,7 @@ def _inputs(c, nonfinite=False):
                 act=c["act"], alpha=c["alpha"], gain=c["gain"], eps=c["eps"], seed=seed)
 
 
-@fuzz_settings(150)
+@fuzz_settings(80)
 @given(c=_case())
 def test_fuzz_adain_noise(c):
     order = backends.op_grad_order(OP, c["backend"])

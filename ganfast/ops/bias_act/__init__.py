@@ -286,6 +286,10 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
         y: a new tensor (never x itself) of x's shape, dtype and layout. Differentiable twice on
         the fused backends (R1 and path-length regularization need that), to any order on
         'reference'.
+
+    Non-finite inputs give NaN and +-inf where the reference gives them, with one difference:
+    swish(-inf) is NaN on 'reference' and 'triton' (-inf * sigmoid(-inf) = -inf * 0) and -inf
+    on 'cpu', whose vectorized exp saturates (the limit is 0; neither is it).
     """
     dim, alpha, gain, clamp = resolve_args(x, b, dim, act, alpha, gain, clamp)
     name = backends.requested_backend(backend)

@@ -411,7 +411,10 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         flip_weight: True = correlation (torch's conv2d), False = true convolution.
         fused_modconv: the reference's formulation (grouped conv: True, scale-conv-scale: False,
             None: the faster for the shape, see reference.prefer_grouped); the same math, so the
-            fused backends ignore it.
+            fused backends ignore it (they compute the scaled one). Only non-finite styles or
+            weights tell them apart: grouped, a NaN style sits in the sample's weights and meets
+            the zero padding (NaN * 0), so the whole sample is NaN; scaled, outputs whose window
+            holds only padding stay finite.
         bias, act, alpha, gain, clamp: the epilogue, as bias_act (gain default 1; clamp None: none).
         fp16_safeguard: pre-normalize weight and styles (StyleGAN2's fp16 recipe); None: when x is
             fp16 and demodulate.
