@@ -79,3 +79,28 @@ def test_modulated_conv2d_empty_batch(backend, fused_modconv):
     gx, gw, gs = torch.autograd.grad(y.sum(), (x, w, s))
     assert gx.shape == x.shape and torch.equal(gw, torch.zeros_like(w)) and gs.shape == s.shape
 
+
+
+@pytest.mark.skipif("triton" not in fuzz_backends("modulated_conv2d"), reason="triton cannot run here")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="open: the fused triton path's second-order gradients in bf16 are ~2x less accurate "
+                          "than the reference's (1 of 37 random small cases over the rule)")
+def test_modulated_conv2d_triton_bf16_second_order_styles_gradient():
+    # found by the long fuzz profile: 1x1x5x3 input, 2 output channels, a 1x2 kernel, padding
+    # [1, 0] through a 3-tap filter, selu, gain sqrt(2), per-channel noise: the second-order
+    # gradient of styles is -3.656 on triton against -3.753 (float64) and -3.750 (reference in
+    # bf16); the path with the fused convolution switched off gets it right, so the error is in
+    # the fused conv's backward composition (torch's bf16 conv gradients of the saved bf16 a)
+    import functools
+
+    from tests.fuzz import test_fuzz_modulated_conv2d as fuzz
+    from tests.fuzz.harness import check_op
+
+    case = {"backend": "triton", "dtype": torch.bfloat16, "n": 1, "cin": 1, "cout": 2, "h": 5, "w": 3, "kh": 1,
+            "kw": 2, "up": 1, "down": 1, "padding": [1, 0], "filter": "binomial3", "x_layout": "contiguous",
+            "w_layout": "contiguous", "s_layout": "contiguous", "demodulate": False, "flip_weight": False,
+            "fused_modconv": False, "noise": "per_channel", "has_bias": True, "act": "selu", "alpha": 0.0,
+            "gain": 2 ** 0.5, "clamp": 256.0, "fp16_safeguard": True, "seed": 910781}
+    check_op("modulated_conv2d", functools.partial(modulated_conv2d, backend="triton"), fuzz._scaled_reference,
+             fuzz._inputs(case), dtype=torch.bfloat16, diff=("x", "weight", "styles", "noise", "bias"),
+             second_order=True, seed=case["seed"], backend="triton")
