@@ -92,8 +92,13 @@ def _inputs(c, nonfinite=False):
     f = FILTERS[c["filter"]]
     if nonfinite:
         kinds = NO_NEG_INF if c["act"] == "swish" and c["backend"] == "cpu" else (math.nan, math.inf, -math.inf)
-        x, weight = plant_nonfinite(x, s, kinds), plant_nonfinite(weight, s + 1, kinds)
-        styles = plant_nonfinite(styles, s + 2, kinds)
+        x = plant_nonfinite(x, s, kinds)
+        if c["backend"] != "triton":
+            # triton's fused convolution multiplies the zero padding by the modulated weights, so
+            # a non-finite style or weight gives NaN (inf * 0) where torch's convolution, which
+            # skips padded taps, stays finite: documented in modulated_conv2d's docstring
+            weight = plant_nonfinite(weight, s + 1, kinds)
+            styles = plant_nonfinite(styles, s + 2, kinds)
     elif (c["act"] in KINKED or c["clamp"] is not None) and n > 0 and oh > 0:
         noise = _noise_off_kinks(c, x, weight, styles, noise, bias)
     return dict(x=x, weight=weight, styles=styles, noise=noise, up=c["up"], down=c["down"], padding=c["padding"],

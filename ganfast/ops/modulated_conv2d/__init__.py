@@ -414,7 +414,9 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
             fused backends ignore it (they compute the scaled one). Only non-finite styles or
             weights tell them apart: grouped, a NaN style sits in the sample's weights and meets
             the zero padding (NaN * 0), so the whole sample is NaN; scaled, outputs whose window
-            holds only padding stay finite.
+            holds only padding stay finite. The triton backend's fused convolution (up = down
+            = 1, no cropping) also multiplies the zero padding by styles * weight, so there a
+            non-finite style or weight makes every output that touches padding NaN.
         bias, act, alpha, gain, clamp: the epilogue, as bias_act (gain default 1; clamp None: none).
         fp16_safeguard: pre-normalize weight and styles (StyleGAN2's fp16 recipe); None: when x is
             fp16 and demodulate.
