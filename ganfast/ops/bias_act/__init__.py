@@ -278,6 +278,8 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
         dim: the dimension of x that b runs along (default 1, the channel dim of NCHW).
         act: one of linear, relu, lrelu, tanh, sigmoid, elu, selu, softplus, swish.
         alpha: lrelu's negative slope (default 0.2) or elu's alpha (default 1); ignored by the rest.
+            (NVIDIA's bias_act ignores alpha for elu and always computes alpha 1: the defaults
+            agree, an explicit elu alpha other than 1 does not.)
         gain: multiplier after the activation (default sqrt(2) for relu, lrelu, swish; 1 otherwise).
         clamp: clamp the output to [-clamp, clamp]; None (or -1) for no clamping.
         backend: 'reference', 'cpu', 'triton' or 'cuda'; None picks one (see ganfast.backends).
