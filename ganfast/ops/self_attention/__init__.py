@@ -454,10 +454,11 @@ def self_attention2d(x: torch.Tensor, w_theta: torch.Tensor, w_phi: torch.Tensor
     gamma a one-element tensor; keys and values max-pooled by `pool` (floor, as F.max_pool2d).
     Every tensor on x's device and, outside autocast, in x's dtype; C, Cq, Cv >= 1 (B may be 0).
 
-    Non-finite inputs: NaN propagates as in the reference. An infinite key is where the fused
-    backends differ: their online softmax gives a -inf score the weight 0 without multiplying its
-    value, where the reference's softmax(S) V computes 0 * inf = NaN; so with +-inf in x (or the
-    weights) a query row the reference makes NaN may come out finite here (never the reverse).
+    Non-finite inputs: NaN propagates as in the reference. With +-inf in x (or the weights) the
+    fused backends' pattern of non-finite outputs differs from the reference's: their online
+    softmax gives a -inf score the weight 0 without multiplying its value, where the reference's
+    softmax(S) V computes 0 * inf = NaN, and (cpu) positions the reference keeps finite can come out
+    non-finite (seen by the fuzz tests' long profile; open). y stays non-finite where x is.
     Returns y [B, C, H, W]. Gradients of any order on every backend. See reference.py for the
     formulas and this module's docstring for what is fused.
     """
