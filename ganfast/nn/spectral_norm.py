@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ganfast.ops.spectral_norm import power_iteration, sigma_estimate, spectral_sigma
+from ganfast.ops.spectral_norm import power_iteration, sigma_estimate, spectral_sigma_checked
 from ganfast.ops.spectral_norm.reference import acc_dtype
 
 __all__ = ["SpectralNorm", "spectral_norm", "remove_spectral_norm", "sigma_of", "SNLinear", "SNConv2d",
@@ -114,7 +114,8 @@ class SpectralNorm(nn.Module):
         if not (torch.is_grad_enabled() and w_mat.requires_grad):
             return sigma      # a new tensor: nothing to differentiate, no copies of u and v needed
         # copies: the buffers move on at the next training call, maybe before this backward
-        return spectral_sigma(w_mat, self._u.clone(), self._v.clone(), sigma)
+        # (power_iteration / sigma_estimate have just checked u, v and w_mat)
+        return spectral_sigma_checked(w_mat, self._u.clone(), self._v.clone(), sigma)
 
     def sigma(self, weight: torch.Tensor) -> torch.Tensor:
         """The largest singular value estimate (what W is divided by), [] and differentiable."""

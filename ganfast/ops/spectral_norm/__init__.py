@@ -187,6 +187,14 @@ def spectral_sigma(w_mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor, sigma:
         got = f"shape {list(sigma.shape)} on {sigma.device}" if isinstance(sigma, torch.Tensor) else type(sigma).__name__
         raise ValueError(f"ganfast.ops.spectral_sigma: sigma must hold {k} value(s), one per vector of u (shape [] or "
                          f"[{k}]), on w_mat's device {w_mat.device}, got {got}")
+    return spectral_sigma_checked(w_mat, u, v, sigma)
+
+
+def spectral_sigma_checked(w_mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """spectral_sigma for arguments already checked: u, v, sigma as power_iteration /
+    sigma_estimate just took and returned them for this w_mat (ganfast.nn.SpectralNorm's every
+    forward, which should not pay for the same checks twice)."""
+    k = 1 if u.ndim == 1 else u.shape[0]
     u2, v2 = u.detach().reshape(k, w_mat.shape[0]), v.detach().reshape(k, w_mat.shape[1])
     s = sigma.detach().reshape(k)
     if is_eager(w_mat, u, v, sigma):
