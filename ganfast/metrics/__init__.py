@@ -15,6 +15,9 @@ Images: tensors [N, C, R, R], C = 1 or 3, float in [-1, 1] (generator output) or
     inception_kid   inception_kid, inception_kid_std         Inception
     is              is, is_std                               Inception (fake images only)
 
+Image-to-image translation (`ganfast.metrics.img2img`): l1_error, psnr, ssim, sharpness,
+feature_distance, translation_scores, and evaluate_img2img(G, held-out dataset) -> {name: float}.
+
 The classifier metrics suit Fashion-MNIST-like data (32x32 grayscale; RGB is converted to gray);
 their values compare runs with each other, not with published Inception numbers.
 """
@@ -30,6 +33,8 @@ from ganfast.metrics.fid import (class_accuracy, class_accuracy_from_logits, cla
                                  frechet_distance_from_features, kernel_distance_from_features,
                                  precision_recall, precision_recall_from_features)
 from ganfast.metrics.images import as_float_images, as_uint8_images
+from ganfast.metrics.img2img import (evaluate_img2img, feature_distance, l1_error, psnr, sharpness, ssim,
+                                     translation_scores)
 from ganfast.metrics.inception import inception_metrics, inception_score_from_probabilities, load_inception
 from ganfast.metrics.swd import sliced_wasserstein
 
@@ -89,4 +94,5 @@ __all__ = [
     "frechet_distance_from_features", "kernel_distance_from_features", "precision_recall_from_features",
     "load_inception", "inception_metrics", "inception_score_from_probabilities",
     "as_float_images", "as_uint8_images",
+    "l1_error", "psnr", "ssim", "sharpness", "feature_distance", "translation_scores", "evaluate_img2img",
 ]
