@@ -559,3 +559,25 @@ def test_evaluate_bad_arguments():
     with pytest.raises(ValueError):
         evaluate_img2img(G, data)
     assert G.training
+
+
+def test_evaluate_on_the_real_held_out_sets():
+    # The contract's data end to end (ganfast.data.img2img, test splits) with do-nothing generators.
+    from ganfast.data.img2img import bicubic_upsample, open_img2img_data
+
+    paired = open_img2img_data("edges2fmnist", "paired", resolution=32, split="test")
+    result = evaluate_img2img(PairedG(), paired, n=48)
+    assert result["l1"] == result["input_l1"] and result["n"] == 48.0
+    x = paired.get_batch(range(48))[0]
+    assert result["psnr"] == pytest.approx(psnr(x[:, :1], x[:, 1:]), abs=1e-9)
+
+    unpaired = open_img2img_data("fmnist:sneaker-ankleboot", "unpaired", resolution=32, split="test")
+    result = evaluate_img2img(TwoWayG(), unpaired, n=48)
+    assert result["AB_target_acc"] == result["AB_source_target_acc"] <= 0.1
+    assert result["BA_fid"] == result["BA_source_fid"] > 0
+    assert result["cycle_l1_A"] == result["cycle_l1_B"] == 0.0
+
+    hr_images = open_img2img_data(None, "sr", resolution=32, split="test")
+    result = evaluate_img2img(SuperResolutionG(bicubic_upsample, scale=4), hr_images, n=48)
+    assert result["psnr"] == result["bicubic_psnr"] and result["feature_distance"] > 0
+    assert result["sharpness"] < result["hr_sharpness"]
