@@ -8,11 +8,15 @@ batch stream.
     images, labels = next(batches)   # float32 [64, 1, 32, 32] in [-1, 1], int64 [64]
 
 Items are (image float32 [C, R, R] in [-1, 1], label int64 scalar; -1 when num_classes == 0).
-Nothing is ever downloaded. See datasets.py, sampler.py and fashion_mnist.py for the details.
+Nothing is ever downloaded. See datasets.py, sampler.py and fashion_mnist.py for the details;
+img2img.py for the image-to-image translation sets (open_img2img_data: paired, unpaired, sr).
 """
 from .datasets import (IMAGE_EXTENSIONS, FashionMNIST, ImageDataset, ImageFolder, InMemoryImages, NpzImages,
                        ZipImages, open_dataset, resize_center_crop, uint8_to_float)
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, make_fashion_mnist_subset, read_idx
+from .img2img import (FMNIST_CLASS_ALIASES, FMNIST_CLASS_NAMES, IMG2IMG_TASKS, PAIRING_SEED, Edges2FashionMNIST,
+                      FashionMNISTDomains, PairedImageFolder, PairedImages, UnpairedImageFolder, UnpairedImages,
+                      bicubic_downsample, bicubic_upsample, fmnist_class_index, fmnist_edges, open_img2img_data)
 from .sampler import InfiniteSampler, batch_iterator
 
 __all__ = [
@@ -20,4 +24,8 @@ __all__ = [
     "ImageDataset", "InMemoryImages", "FashionMNIST", "ImageFolder", "ZipImages", "NpzImages",
     "FASHION_MNIST_CLASSES", "load_fashion_mnist", "read_idx", "make_fashion_mnist_subset",
     "IMAGE_EXTENSIONS", "resize_center_crop", "uint8_to_float",
+    # image-to-image translation (img2img.py)
+    "open_img2img_data", "PairedImages", "UnpairedImages", "Edges2FashionMNIST", "FashionMNISTDomains",
+    "PairedImageFolder", "UnpairedImageFolder", "fmnist_edges", "fmnist_class_index", "bicubic_downsample",
+    "bicubic_upsample", "FMNIST_CLASS_NAMES", "FMNIST_CLASS_ALIASES", "PAIRING_SEED", "IMG2IMG_TASKS",
 ]
