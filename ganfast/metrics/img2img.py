@@ -353,7 +353,7 @@ def evaluate_img2img(G: nn.Module, dataset, n: Optional[int] = None, device: Dev
 
     Every result also has n, the number of items evaluated. n: the first n items (None, or more
     than the dataset holds: all). G runs in eval mode under torch.no_grad on `device` (moved there
-    for the call), batch items at a time; afterwards every submodule's training flag and G's
+    for the call; None: where G's parameters are), batch items at a time; afterwards every submodule's training flag and G's
     device are restored. The global RNG is seeded with `seed` for the call and restored, so a G
     that draws noise gives repeatable numbers. Values are Python floats (JSON-able).
     """
@@ -374,11 +374,10 @@ def evaluate_img2img(G: nn.Module, dataset, n: Optional[int] = None, device: Dev
     if length == 0:
         raise ValueError("dataset: is empty")
     count = length if n is None else min(n, length)
-    device = torch.device(device)
-
     training = {module: module.training for module in G.modules()}
     parameter = next(iter(G.parameters()), None)
     home = parameter.device if parameter is not None else None
+    device = torch.device(device) if device is not None else (home or torch.device("cpu"))
     rng_devices = [device] if device.type == "cuda" else []
     try:
         G.to(device).eval()

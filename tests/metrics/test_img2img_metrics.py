@@ -534,6 +534,7 @@ def test_evaluate_seeds_a_noisy_generator_and_restores_the_global_rng():
     first = evaluate_img2img(G, data, seed=3)
     assert torch.equal(torch.get_rng_state(), state)
     assert evaluate_img2img(G, data, seed=3) == first
+    assert evaluate_img2img(G, data, seed=3, device=None) == first      # None: G's own device
     assert evaluate_img2img(G, data, seed=4)["l1"] != first["l1"]
 
 
