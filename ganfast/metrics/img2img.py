@@ -2,7 +2,8 @@
 one evaluation per task on a held-out split.
 
 Images follow the metric convention of `ganfast.metrics.images` (float in [-1, 1] -- clamped
-there -- or uint8, [N, C, R, R], C = 1 or 3); every metric computes in float64.
+there -- or uint8, [N, C, R, R], C = 1 or 3); the pixel metrics compute in float64, the
+classifier ones on float32 features (distances and statistics in float64).
 
     function             what it measures                                          better
     l1_error             mean |a - b| in the [-1, 1] scale (so 2x the [0, 1] one)   lower
