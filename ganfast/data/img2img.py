@@ -66,7 +66,7 @@ from PIL import ImageOps
 
 from .datasets import (_DECODE_ERRORS, DEFAULT_MAX_PIXELS, FashionMNIST, ImageDataset, ImageFolder, InMemoryImages,
                        _check_channels, _check_max_pixels, _check_resolution, _convert_channels, _open_image,
-                       _pil_to_uint8, _warn_skipped, open_dataset, resize_center_crop, uint8_to_float)
+                       _pil_to_uint8, open_dataset, resize_center_crop, uint8_to_float)
 
 __all__ = [
     "open_img2img_data", "PairedImages", "UnpairedImages", "Edges2FashionMNIST", "FashionMNISTDomains",
@@ -80,6 +80,7 @@ IMG2IMG_TASKS = ("paired", "unpaired", "sr")
 _SPLITS = ("train", "test")
 _DIRECTIONS = ("AtoB", "BtoA")
 _DOMAINS = ("A", "B")
+_MAX_WARNED = 5          # entries named in a warning (datasets.py names 5 files too)
 # Any constant: it fixes which B rides with which A (module docstring). Not the training seed, so
 # two runs with different seeds still see the same pairs.
 PAIRING_SEED = 20_250_701
@@ -240,19 +241,15 @@ class PairedImages(InMemoryImages):
         if images_A.shape[0] != images_B.shape[0] or images_A.shape[-1] != images_B.shape[-1]:
             raise ValueError(f"{where}: images_A {list(images_A.shape)} and images_B {list(images_B.shape)} "
                              f"must hold the same number of images at the same resolution")
+        images_A, images_B, class_A, class_B = _oriented(where, direction, images_A, images_B, class_A, class_B)
         self._store(images_A, images_B, torch.arange(images_A.shape[0]), torch.arange(images_B.shape[0]),
                     name, channels, xflip, direction, class_A, class_B)
 
     def _store(self, images_A: torch.Tensor, images_B: torch.Tensor, index_A: torch.Tensor, index_B: torch.Tensor,
                name: str, channels: Optional[int], xflip: bool, direction: str, class_A: Optional[int],
                class_B: Optional[int]) -> None:
-        """Items k = (A[index_A[k]], B[index_B[k]]); both index lists cover their domain."""
-        where = type(self).__name__
-        _check_channels(where, channels)
-        _check_choice(where, "direction", direction, _DIRECTIONS)
-        if direction == "BtoA":
-            images_A, images_B, index_A, index_B, class_A, class_B = (images_B, images_A, index_B, index_A,
-                                                                      class_B, class_A)
+        """Items k = (A[index_A[k]], B[index_B[k]]) (already oriented); both index lists cover their domain."""
+        _check_channels(type(self).__name__, channels)
         images_A, images_B = _as_channels(images_A, channels), _as_channels(images_B, channels)
         # InMemoryImages.__init__ accepts 1 or 3 channels only; the attributes it sets are set here,
         # so its _load / get_batch / __getitem__ work unchanged on the A+B channels.
@@ -286,13 +283,22 @@ class PairedImages(InMemoryImages):
                 f"direction={self.direction!r})")
 
 
+def _oriented(where: str, direction: str, images_A: torch.Tensor, images_B: torch.Tensor, class_A: Optional[int],
+              class_B: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor, Optional[int], Optional[int]]:
+    """The domains in `direction`'s order: "BtoA" swaps A and B (and their classes)."""
+    _check_choice(where, "direction", direction, _DIRECTIONS)
+    if direction == "BtoA":
+        return images_B, images_A, class_B, class_A
+    return images_A, images_B, class_A, class_B
+
+
 def _first_rows(index: torch.Tensor, count: int) -> torch.Tensor:
     """For each value v in [0, count), the first position k with index[k] == v: int64 [count]."""
     rows = torch.full((count,), -1, dtype=torch.int64)
     positions = torch.arange(index.numel())
     rows.scatter_reduce_(0, index, positions, reduce="amin", include_self=False)
     if int(rows.min()) < 0:
-        raise AssertionError("pairing must cover every image of both domains")
+        raise RuntimeError("img2img: a pairing left out an image of a domain (a bug: it must cover both)")
     return rows
 
 
@@ -313,6 +319,7 @@ class UnpairedImages(PairedImages):
         if images_A.shape[-1] != images_B.shape[-1]:
             raise ValueError(f"{where}: images_A {list(images_A.shape)} and images_B {list(images_B.shape)} "
                              f"must have the same resolution")
+        images_A, images_B, class_A, class_B = _oriented(where, direction, images_A, images_B, class_A, class_B)
         num_A, num_B = images_A.shape[0], images_B.shape[0]
         length = max(num_A, num_B)
         perm = torch.randperm(length, generator=torch.Generator().manual_seed(PAIRING_SEED))
@@ -441,10 +448,13 @@ class _FolderReader:
                                      max_pixels=self.max_pixels)
             except (ValueError, OSError) as err:
                 failure = err
+        listed = (f"ImageFolder: skipped {len(folder.skipped_files)} unreadable or refused image file(s) "
+                  if failure is None else None)
         for warning in caught:
             message = str(warning.message)
-            if failure is None and issubclass(warning.category, UserWarning) and message.startswith("ImageFolder:"):
-                self.problems.append(message)
+            if listed is not None and issubclass(warning.category, UserWarning) and message.startswith(listed):
+                # Keep "in directory '...': a.png (reason); ..." (already cut at 5 names).
+                self.problems.append(message[len(listed):].removesuffix(" (listed in .skipped_files)"))
             else:
                 warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         if failure is not None:
@@ -478,8 +488,14 @@ class _FolderReader:
         self.skipped_files.append(described)
 
     def warn(self, location: str) -> None:
-        if self.problems:
-            _warn_skipped(self.where, self.problems, location)
+        """The dataset's one warning. Not datasets._warn_skipped, which counts its entries: here one
+        entry is ImageFolder's list of a whole sub-folder, and unmatched names are not unreadable."""
+        if not self.problems:
+            return
+        shown = "; ".join(self.problems[:_MAX_WARNED])
+        more = f"; and {len(self.problems) - _MAX_WARNED} more" if len(self.problems) > _MAX_WARNED else ""
+        warnings.warn(f"{self.where}: left out {len(self.skipped_files)} image file(s) of {location}: {shown}{more} "
+                      f"(listed in .skipped_files)", stacklevel=4)
 
 
 def _match(folder_A: ImageFolder, folder_B: ImageFolder, reader: _FolderReader) -> List[Tuple[int, int]]:

@@ -214,6 +214,9 @@ def test_unpaired_pairing_covers_both_domains_and_is_fixed():
     more_A = UnpairedImages(indexed_images(9, 0), indexed_images(4, 100), name="toy")
     ids_A, ids_B = identities(more_A, torch.arange(9))
     assert sorted(ids_A) == list(range(9)) and set(ids_B) == set(range(100, 104))
+    swapped = UnpairedImages(images_A, images_B, name="toy", direction="BtoA")   # the rule holds after the swap
+    ids_A, ids_B = identities(swapped, torch.arange(7))
+    assert ids_A == [100 + i for i in range(7)] and set(ids_B) == {0, 1, 2}
     with pytest.raises(ValueError, match="domain must be one of"):
         data.domain_images("C")
 
@@ -259,14 +262,18 @@ def test_aligned_folder_splits_and_a_truncated_file(tmp_path):
     root = tmp_path / "maps"
     save_png(root / "train" / "a.png", aligned_pixels(10, 20))
     save_png(root / "train" / "b.png", aligned_pixels(30, 40))
-    truncated_png(root / "train" / "c.png")
+    truncated_png(root / "train" / "c.png")                              # fails only when decoded
+    (root / "train" / "d.png").write_bytes(b"not a png at all")           # fails ImageFolder's header check
+    save_png(root / "train" / "huge.png", aligned_pixels(70, 80, side=24))   # 1152 pixels > max_pixels
     save_png(root / "val" / "v.png", aligned_pixels(50, 60))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        train = open_img2img_data(root, "paired", 4)
+        train = open_img2img_data(root, "paired", 4, max_pixels=600)
     messages = [str(w.message) for w in caught]
-    assert len(messages) == 1 and "c.png" in messages[0] and "truncated" in messages[0], messages
-    assert len(train) == 2 and train.skipped_files == [str(root / "train" / "c.png")]
+    assert len(messages) == 1 and "left out 3 image file(s)" in messages[0], messages   # one, naming all three
+    assert all(name in messages[0] for name in ("c.png", "d.png", "huge.png", "truncated", "max_pixels=600"))
+    assert len(train) == 2 and sorted(train.skipped_files) == [str(root / "train" / n) for n in ("c.png", "d.png",
+                                                                                                  "huge.png")]
     assert mean_colour(train[1][0]).tolist() == pytest.approx(colour([30, 30, 30, 40, 40, 40]).tolist())
     test = open_img2img_data(root, "paired", 4, split="test")            # no test/: val/
     assert len(test) == 1 and mean_colour(test[0][0])[0] == pytest.approx(float(colour(50)))
