@@ -162,7 +162,10 @@ def _add_train(sub) -> None:
     p.add_argument("--preset", default=DEFAULT_PRESET, help=f"model preset (default {DEFAULT_PRESET}; "
                    "`ganfast info` lists them)")
     p.add_argument("--data", default=None, help="'fashion-mnist' (default: the built-in set), a folder of images "
-                   "(sub-folders = classes), a .zip of images or a .npz array file")
+                   "(sub-folders = classes), a .zip of images or a .npz array file. Image-to-image presets: "
+                   "pix2pix 'edges2fmnist' (default) or a folder of aligned A|B images or with A/ and B/; "
+                   "cyclegan / unit 'fmnist:<class>-<class>' (default fmnist:sneaker-ankleboot) or a folder with "
+                   "trainA/ trainB/ testA/ testB/; srgan any image set (default the built-in Fashion-MNIST)")
     p.add_argument("--out", default=d.out, help=f"run directory (default {d.out})")
     p.add_argument("--kimg", type=_float_above(0), default=d.kimg, help=f"thousands of real images to train on "
                    f"(default {d.kimg})")
@@ -316,7 +319,13 @@ def _add_generate(sub) -> None:
     p.add_argument("--truncation", type=_float_above(0), default=1.0,
                    help="truncation psi for style-based G, else the truncated-normal threshold (default 1: none)")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
-    p.add_argument("--out", default="grid.png", help="PNG to write (default grid.png)")
+    p.add_argument("--out", default=None, help="PNG to write (default grid.png); with --input, the folder to "
+                   "write the translations to (default translated/)")
+    p.add_argument("--input", default=None, metavar="DIR",
+                   help="image-to-image models (pix2pix, cyclegan, unit, srgan presets): translate every image "
+                   "in DIR (resized to the model's input size) into --out, one PNG each, plus side_by_side.png")
+    p.add_argument("--direction", choices=("AB", "BA"), default="AB",
+                   help="with --input, for CycleGAN / UNIT: A->B (default) or B->A")
     p.add_argument("--interpolate", type=_int_at_least(2), default=None, metavar="STEPS",
                    help="instead of a grid: --n rows, each a strip of STEPS images between two latents")
     p.add_argument("--classes", action="store_true",
@@ -336,6 +345,21 @@ def _generate(args) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"ganfast generate: error: {e}", file=sys.stderr)
         return 2
+    from ganfast.training.img2img import img2img_task, translate_folder
+    if args.input is not None or img2img_task(G) is not None:
+        if args.input is None:
+            args.parser.error("--input DIR: this is an image-to-image model; it translates a folder of images")
+        if args.interpolate or args.classes:
+            args.parser.error("--interpolate / --classes: not for image-to-image models")
+        try:
+            done = translate_folder(G, args.input, args.out or "translated", direction=args.direction,
+                                    device=args.device)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"ganfast generate: error: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {done['written']} images to {args.out or 'translated'} (side by side: {done['grid']})")
+        return 0
+    args.out = args.out or "grid.png"
     if args.classes and not getattr(G, "c_dim", 0):
         args.parser.error("--classes: this generator is unconditional")
     if args.interpolate:

@@ -75,6 +75,7 @@ TRAINING_LOSSES = ("minimax", "nonsaturating", "wgan", "wgan-gp", "lsgan", "drag
 AUGMENTATIONS = ("none", "ada", "diffaugment")     # TrainingConfig.aug (ganfast.training.augment)
 _BASE_LOSS = {"wgan-gp": "wgan", "dragan": "nonsaturating"}
 OPTIMIZERS = ("adam", "rmsprop")
+CONTENT_LOSSES = ("mse", "classifier", "vgg")      # TrainingConfig.content_loss (SRGAN)
 
 
 class NonFiniteError(RuntimeError):
@@ -126,6 +127,16 @@ class TrainingConfig:
     (p from 0 to 1 in aug_kimg thousand images), or, with aug_target None, fixed at aug_p;
     'diffaugment': DiffAugment with diffaugment_policy. With 'ada' (fixed p too) the tick statistics
     carry aug_p (p at the read) and r_t (E[sign(D(real))] over the tick's D main phases).
+    Image-to-image families (ganfast.training.img2img; the other trainers ignore these):
+    l1_weight: pix2pix's lambda on |G(x) - y| (100). cycle_weight: CycleGAN's cycle-consistency
+    lambda (10; UNIT's cycle reconstruction weight too). identity_weight: CycleGAN's identity loss
+    as a fraction of cycle_weight (0.5; 0: off). recon_weight / kl_weight: UNIT's reconstruction (10)
+    and KL (0.01) weights (its cycle KL too). adv_weight: SRGAN's adversarial weight (1e-3) next to
+    the content loss content_loss ('mse', 'classifier': the shipped Fashion-MNIST classifier's
+    features, 'vgg': the TorchScript network in content_weights). pool_size: CycleGAN's history of
+    generated images shown to D (50; 0: off). lr_decay: [start_kimg, end_kimg]: both learning rates
+    fall linearly from their value at start_kimg to 0 at end_kimg (pix2pix / CycleGAN's second half);
+    None: constant.
     """
     loss: str = "nonsaturating"
     batch: int = 32
@@ -167,6 +178,16 @@ class TrainingConfig:
     aug_interval: int = 4
     aug_kimg: float = 500.0
     diffaugment_policy: str = "color,translation,cutout"
+    l1_weight: float = 100.0
+    cycle_weight: float = 10.0
+    identity_weight: float = 0.5
+    recon_weight: float = 10.0
+    kl_weight: float = 0.01
+    adv_weight: float = 1e-3
+    content_loss: str = "mse"
+    content_weights: Optional[str] = None
+    pool_size: int = 50
+    lr_decay: Optional[list] = None
     amp: str = "none"
     nan_to_num: bool = False
     max_bad_steps: int = 10
@@ -223,6 +244,7 @@ class TrainingConfig:
             bad("began_gamma", "in (0, 1]")
         if self.label_smoothing and self.base_loss not in ("minimax", "nonsaturating"):
             bad("label_smoothing", f"0 for loss {self.loss!r} (it smooths the sigmoid losses' real label)")
+        self._validate_img2img(bad, is_int)
         for name in ("cuda_graphs", "pl_style_mixing", "pl_update_w_avg", "ema_average_buffers"):
             if not isinstance(getattr(self, name), bool):
                 bad(name, "True or False")
@@ -250,6 +272,25 @@ class TrainingConfig:
                    else None)
             if why:
                 raise ValueError(f"TrainingConfig: cuda_graphs=True cannot be combined with {why}")
+
+    def _validate_img2img(self, bad, is_int) -> None:
+        for name in ("l1_weight", "cycle_weight", "identity_weight", "recon_weight", "kl_weight", "adv_weight"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and v >= 0):
+                bad(name, "a number >= 0")
+        if self.content_loss not in CONTENT_LOSSES:
+            bad("content_loss", f"one of {CONTENT_LOSSES}")
+        if (self.content_loss == "vgg") != (self.content_weights is not None):
+            bad("content_weights", "the path of a TorchScript feature network when content_loss is 'vgg', else None")
+        if not is_int(self.pool_size) or self.pool_size < 0:
+            bad("pool_size", "an int >= 0")
+        if self.lr_decay is not None:
+            d = self.lr_decay
+            if (not isinstance(d, (list, tuple)) or len(d) != 2
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in d)
+                    or not 0 <= d[0] < d[1]):
+                bad("lr_decay", "None or [start_kimg, end_kimg] with 0 <= start_kimg < end_kimg")
+            self.lr_decay = [float(d[0]), float(d[1])]
 
     def _validate_aug(self, bad, is_int) -> None:
         if self.aug not in AUGMENTATIONS:

@@ -17,6 +17,18 @@ with, so `ganfast train --preset NAME` needs no other flag. Any field can still 
                            stage below (ganfast.training.growing)
     dcgan, cgan, acgan,    non-saturating, Adam lr 2e-4 betas (0.5, 0.999) (the DCGAN paper), no EMA
     infogan
+    pix2pix                vanilla GAN loss (BCE) + 100 L1, Adam lr 2e-4 betas (0.5, 0.999), no EMA; the
+                           learning rates fall linearly to 0 over the second half of the run (ganfast train
+                           sets lr_decay from --kimg); batch 1 at 256 px as the paper, 16 below
+    cyclegan               LSGAN, cycle 10, identity 0.5 x 10, history of 50 generated images per D, Adam lr
+                           2e-4 betas (0.5, 0.999), linear decay over the second half; batch 1 at 256 px, 16 below
+    unit                   LSGAN, reconstruction 10, KL 0.01, cycle 10, cycle KL 0.01, Adam lr 1e-4 betas
+                           (0.5, 0.999) (the reference's weight decay 1e-4 is not applied); batch 1 at 256 px,
+                           16 below
+    srgan                  content loss + 1e-3 x BCE adversarial loss, Adam lr 1e-4 betas (0.9, 0.999); the
+                           content loss: the Fashion-MNIST classifier's features for 1-channel data (the
+                           stand-in for VGG, which cannot be downloaded here), pixel MSE otherwise or when
+                           asked, a user VGG with content_loss='vgg'; batch 16
 """
 from __future__ import annotations
 
@@ -40,7 +52,14 @@ FAMILY_RECIPES: dict[str, dict[str, Any]] = {
     "progan": {"loss": "wgan-gp", "gp_weight": 10.0, "drift_weight": 0.001, "lr": 0.001, "betas": (0.0, 0.99),
                "ema_kimg": 10.0, "ema_rampup": None},
     "dcgan": dict(_DCGAN), "cgan": dict(_DCGAN), "acgan": dict(_DCGAN), "infogan": dict(_DCGAN),
+    "pix2pix": {"loss": "nonsaturating", "lr": 2e-4, "betas": (0.5, 0.999), "ema_kimg": 0.0, "l1_weight": 100.0},
+    "cyclegan": {"loss": "lsgan", "lr": 2e-4, "betas": (0.5, 0.999), "ema_kimg": 0.0, "cycle_weight": 10.0,
+                 "identity_weight": 0.5, "pool_size": 50},
+    "unit": {"loss": "lsgan", "lr": 1e-4, "betas": (0.5, 0.999), "ema_kimg": 0.0, "recon_weight": 10.0,
+             "kl_weight": 0.01, "cycle_weight": 10.0},
+    "srgan": {"loss": "nonsaturating", "lr": 1e-4, "betas": (0.9, 0.999), "ema_kimg": 0.0, "adv_weight": 1e-3},
 }
+IMG2IMG_RECIPE_FAMILIES = ("pix2pix", "cyclegan", "unit", "srgan")
 
 
 def auto_r1_gamma(resolution: int, batch: int) -> float:
@@ -57,6 +76,8 @@ def recipe_for(family: str, resolution: int, batch: int) -> dict[str, Any]:
         recipe["r1_gamma"] = auto_r1_gamma(resolution, batch)
     if family == "progan":
         recipe["growth"] = growth_for(resolution).to_list()
+    if family in IMG2IMG_RECIPE_FAMILIES:       # the papers' batch 1 at full size; 16 for the small presets
+        recipe["batch"] = 1 if resolution >= 128 and family != "srgan" else 16
     return recipe
 
 

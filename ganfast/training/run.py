@@ -49,6 +49,7 @@ import torch
 from ganfast.training.allocator import tune_cpu_allocator
 from ganfast.training.checkpoint import (checkpoint_problem, latest_checkpoint, list_checkpoints, load_checkpoint,
                                          naming_write_errors)
+from ganfast.training.img2img import IMG2IMG_FAMILIES, DEFAULT_IMG2IMG_DATA, Img2ImgTrainer, open_run_data, translation_grid
 from ganfast.training.loop import Trainer, TrainingConfig
 from ganfast.training.recipes import recipe_for
 from ganfast.training.visualize import image_grid, label_rows, read_jsonl, save_curves, save_grid_png
@@ -286,12 +287,20 @@ def evaluate_generator(G, dataset, names: Sequence[str], n: int, seed: int = 0, 
 
 
 DEFAULT_BATCH = 32
+# what the log lines show of an evaluation (every value goes to metrics.jsonl)
+SHOWN_METRICS = ("fid", "kid", "swd_avg", "precision", "recall", "is", "inception_fid", "class_acc", "class_acc_min",
+                 "l1", "psnr", "ssim", "input_l1", "input_psnr", "AB_target_acc", "AB_source_target_acc",
+                 "BA_target_acc", "BA_source_target_acc", "cycle_l1_A", "cycle_l1_B", "bicubic_psnr",
+                 "sharpness", "bicubic_sharpness", "hr_sharpness")
 
 
 def _build(options: RunOptions, world_size: int = 1):
     import ganfast.models as models
     from ganfast.data import open_dataset
     preset = models.get_preset(options.preset)          # raises, listing the valid names
+    if preset.family in IMG2IMG_FAMILIES:               # the data's channels follow the networks'
+        gan = models.create(options.preset, seed=options.seed, **options.model_overrides)
+        return preset, gan, open_run_data(preset.family, gan.G, options.data, xflip=options.xflip)
     resolution = options.model_overrides.get("resolution", preset.kwargs.get("resolution"))
     channels = options.model_overrides.get("img_channels", preset.kwargs.get("img_channels", 3))
     dataset = open_dataset(options.data or "fashion-mnist", resolution=resolution, channels=channels,
@@ -320,6 +329,10 @@ def _training_config(options: RunOptions, preset, gan, world_size: int = 1) -> T
                   seed=options.seed)
     if options.batch_gpu is not None or "batch_gpu" not in fields:
         fields["batch_gpu"] = options.batch_gpu
+    if family in ("pix2pix", "cyclegan"):      # the references' schedule: constant, then linearly to 0 over the second half
+        fields["lr_decay"] = [options.kimg / 2, options.kimg]
+    if family == "srgan":      # VGG's stand-in for gray images: the shipped Fashion-MNIST classifier's features
+        fields["content_loss"] = "classifier" if gan.G.img_channels == 1 else "mse"
     if options.stage_kimg is not None:
         if "growth" not in fields:
             raise ValueError(f"--stage-kimg: preset family {family!r} does not grow (progan presets do)")
@@ -375,17 +388,36 @@ def run_training(options: RunOptions) -> dict[str, Any]:
                          f"{list_checkpoints(out)[-1].name}); pass --resume auto to continue it, or another "
                          f"--out for a new run (nothing was changed)")
     preset, gan, dataset = _build(options, ctx.world_size)
-    if options.metrics is None:
+    img2img = preset.family in IMG2IMG_FAMILIES
+    held_out, note = None, None
+    if img2img:
+        # metrics and grids of translations of held-out images; every img2img metric at once
+        if options.metrics is None or list(options.metrics):
+            unknown = [m for m in (options.metrics or ()) if m != "img2img"]
+            if unknown:
+                raise ValueError(f"--metrics: preset {options.preset!r} is an image-to-image model: its metrics "
+                                 f"(L1 / PSNR / SSIM, translation accuracy and FID, or SR's PSNR / SSIM / "
+                                 f"sharpness against bicubic) come together as 'img2img'; got {unknown}")
+            options = dataclasses.replace(options, metrics=("img2img",))
+        try:
+            held_out = open_run_data(preset.family, gan.G, options.data, split="test")
+        except (ValueError, FileNotFoundError) as e:
+            note = f"no held-out split ({e}): metrics off, grids from the training images"
+            options = dataclasses.replace(options, metrics=())
+    elif options.metrics is None:
         options = dataclasses.replace(options, metrics=default_metrics(gan.G, options.data))
     config = _training_config(options, preset, gan, ctx.world_size)
+    default_data = DEFAULT_IMG2IMG_DATA[preset.family] if img2img else "fashion-mnist"
     run_config = {"preset": options.preset, "model_overrides": dict(options.model_overrides),
-                  "data": options.data or "fashion-mnist", "xflip": options.xflip,
+                  "data": options.data or default_data, "xflip": options.xflip,
                   "class_names": list(getattr(dataset, "class_names", ()) or ())}
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
     ctx.barrier()
-    trainer = Trainer(gan.G, gan.D, dataset, config, run_dir=out, run_config=run_config, ctx=ctx,
-                      num_workers=options.workers)
+    trainer = (Img2ImgTrainer if img2img else Trainer)(gan.G, gan.D, dataset, config, run_dir=out,
+                                                       run_config=run_config, ctx=ctx, num_workers=options.workers)
+    if note:
+        _log(ctx, f"ganfast train: {note}")
     resumed = None
     if options.resume is not None:
         from ganfast.training.checkpoint import resolve_resume
@@ -419,15 +451,20 @@ def run_training(options: RunOptions) -> dict[str, Any]:
     total_nimg = int(round(options.kimg * 1000))
     tick_nimg = max(1, int(round(options.tick_kimg * 1000)))
     snap_nimg = max(1, int(round(options.snap_kimg * 1000)))
-    reals = real_images(dataset, options.metrics_images, seed=options.seed + 1) if options.metrics else None
+    reals = real_images(dataset, options.metrics_images, seed=options.seed + 1) \
+        if options.metrics and not img2img else None
 
     def evaluate(tag: str) -> Optional[dict]:
         if not options.metrics or not ctx.is_main:
             return None
         t0 = time.time()
         G_eval = trainer.ema.module if trainer.ema is not None else trainer.G
-        values = evaluate_generator(G_eval, dataset, options.metrics, options.metrics_images, seed=options.seed,
-                                    device=ctx.device, inception_weights=options.inception_weights, reals=reals)
+        if img2img:
+            from ganfast.metrics.img2img import evaluate_img2img
+            values = evaluate_img2img(G_eval, held_out, n=options.metrics_images, device=ctx.device, seed=options.seed)
+        else:
+            values = evaluate_generator(G_eval, dataset, options.metrics, options.metrics_images, seed=options.seed,
+                                        device=ctx.device, inception_weights=options.inception_weights, reals=reals)
         row = {"kimg": trainer.progress.cur_nimg / 1000, "step": trainer.progress.step, "tag": tag, **values,
                "seconds": round(time.time() - t0, 2)}
         if trainer.growth_state is not None:
@@ -435,9 +472,7 @@ def run_training(options: RunOptions) -> dict[str, Any]:
         with naming_write_errors(out / "metrics.jsonl"), open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         board.scalars("Metrics", values, trainer.progress.cur_nimg)
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if k in ("fid", "kid", "swd_avg", "precision",
-                                                                               "recall", "is", "inception_fid",
-                                                                               "class_acc", "class_acc_min"))
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if k in SHOWN_METRICS)
         _log(ctx, f"[metrics @ {row['kimg']:.4g} kimg] {shown} ({row['seconds']} s)")
         return row
 
@@ -445,8 +480,12 @@ def run_training(options: RunOptions) -> dict[str, Any]:
         if not ctx.is_main:
             return
         G_eval = trainer.ema.module if trainer.ema is not None else trainer.G
-        grid = sample_grid(G_eval, options.grid, getattr(dataset, "class_names", ()), seed=options.seed + 3,
-                           device=ctx.device)
+        if img2img:        # translations of fixed held-out images (training images when there are none)
+            grid = translation_grid(G_eval, held_out if held_out is not None else dataset, options.grid,
+                                    device=ctx.device)
+        else:
+            grid = sample_grid(G_eval, options.grid, getattr(dataset, "class_names", ()), seed=options.seed + 3,
+                               device=ctx.device)
         path = out / "samples" / f"grid-{trainer.progress.cur_nimg:09d}img.png"
         latest = out / "samples" / "latest.png"
         with naming_write_errors(path):
@@ -567,7 +606,7 @@ def run_training(options: RunOptions) -> dict[str, Any]:
                   + (f"curves {curves}; " if curves else "curves skipped (matplotlib not installed); ")
                   + f"checkpoint {trainer.last_checkpoint}")
         if first_metrics and rows:
-            for k in ("fid", "kid", "swd_avg", "class_acc"):
+            for k in SHOWN_METRICS:
                 if k in first_metrics and k in rows[-1]:
                     _log(ctx, f"  {k}: {first_metrics[k]:.4g} at start -> {rows[-1][k]:.4g} now")
     shutdown_distributed(ctx)

@@ -109,6 +109,36 @@ class ExperienceReplay:
         slots = torch.randperm(self.capacity)[:chosen.shape[0]]
         self.buffer[slots.to(self.buffer.device)] = rest[chosen.to(rest.device)]
 
+    @torch.no_grad()
+    def query(self, fake: torch.Tensor) -> torch.Tensor:
+        """CycleGAN's history of generated images (Zhu et al. 2017, after Shrivastava et al.): D's
+        fake batch for fake [N, ...] (a new tensor, detached). While the buffer has room a sample
+        is stored and shown as it is; once full, each sample is, with probability replace_prob,
+        swapped with a random stored one (D sees the old one, the new one takes its slot), else
+        shown as it is. The slots swapped in one call are distinct (the reference draws them
+        independently; with 50 slots a repeat within a small batch is rare and only changes which
+        old sample survives). Host-side decisions come from the global CPU generator (no device
+        read), as in push."""
+        self._check_batch("query", fake)
+        fake = fake.detach()
+        if self.buffer is None:
+            self.buffer = fake.new_empty((self.capacity,) + tuple(fake.shape[1:]))
+        out = fake.clone()
+        stored = min(self.capacity - self.size, fake.shape[0])
+        self.buffer[self.size:self.size + stored] = fake[:stored].to(self.buffer.dtype)
+        self.size += stored
+        rest = fake.shape[0] - stored
+        if rest == 0:
+            return out
+        chosen = (torch.rand(rest) < self.replace_prob).nonzero()[:, 0][:self.capacity] + stored
+        if chosen.numel() == 0:
+            return out
+        slots = torch.randperm(self.capacity)[:chosen.numel()].to(self.buffer.device)
+        chosen = chosen.to(fake.device)
+        out[chosen] = self.buffer[slots].to(fake.dtype)
+        self.buffer[slots] = fake[chosen].to(self.buffer.dtype)
+        return out
+
     def sample(self, n: int) -> torch.Tensor:
         """n distinct stored samples [n, ...], drawn uniformly; needs n <= len(self)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0 or n > self.size:
