@@ -101,16 +101,22 @@ def _gaussian_taps(sigma: float) -> List[float]:
 # Small separable filters as sums of shifted slices: on the CPU, conv2d and max_pool2d over
 # one-channel 32 x 32 images cost ~20x more than these few elementwise passes.
 def _correlate(images: torch.Tensor, taps: Sequence[float], dim: int) -> torch.Tensor:
-    """images float [N, H, W] correlated with `taps` (odd length, centred) along dim 1 or 2, zero outside."""
+    """images float [N, H, W] correlated with `taps` (odd length, centred) along dim 1 or 2, zero
+    outside: out[i] = sum_k taps[k] * images[i + k - radius]."""
     radius = len(taps) // 2
-    padded = F.pad(images, (radius, radius) if dim == 2 else (0, 0, radius, radius))
     size = images.shape[dim]
-    out = None
-    for offset, tap in enumerate(taps):
-        if tap:
-            term = padded.narrow(dim, offset, size) * tap
-            out = term if out is None else out.add_(term)
+    out = images * taps[radius]
+    for offset in range(-radius, radius + 1):
+        overlap = size - abs(offset)
+        if offset and taps[radius + offset] and overlap > 0:
+            out.narrow(dim, max(0, -offset), overlap).add_(images.narrow(dim, max(0, offset), overlap),
+                                                           alpha=taps[radius + offset])
     return out
+
+
+def _erode(mask: torch.Tensor) -> torch.Tensor:
+    """bool [N, H, W] -> bool [N, H, W]: set where all of the 3 x 3 neighbourhood is set (unset outside)."""
+    return ~_dilate(~mask) & F.pad(torch.ones_like(mask[:, 2:, 2:]), (1, 1, 1, 1))
 
 
 def _dilate(mask: torch.Tensor) -> torch.Tensor:
@@ -121,6 +127,7 @@ def _dilate(mask: torch.Tensor) -> torch.Tensor:
 
 
 _PEAK_QUANTILE = 0.97
+_GARMENT_LEVEL = 6 / 255          # above Fashion-MNIST's black background and its JPEG-like noise
 
 
 def fmnist_edges(images: Union[torch.Tensor, np.ndarray], sigma: float = 0.7, high: float = 0.3,
@@ -137,12 +144,17 @@ def fmnist_edges(images: Union[torch.Tensor, np.ndarray], sigma: float = 0.7, hi
       3. non-maximum suppression: a pixel stays a candidate only where |g| is >= both neighbours
          along the gradient direction (rounded to 0, 45, 90 or 135 degrees), which thins every
          ridge of |g| to one pixel;
-      4. hysteresis with thresholds relative to the image's largest |g| (so dark and bright
-         garments give the same line density): candidates >= high * max start lines, and lines
-         grow through 8-connected candidates >= low * max. An absolute floor (1/64 of the full
-         black-to-white step) keeps a blank image blank instead of outlining its noise.
-    Silhouettes (garment against black) are the strongest gradients and always kept; interior
-    lines (seams, collars, soles, bag handles) are kept where they connect to or exceed `high`.
+      4. hysteresis with thresholds relative to the image's strong gradients (its 97th
+         percentile of |g|, so dark and bright garments give the same line density, and one
+         bright print does not set the scale): candidates >= high * that start lines, and lines
+         grow through 8-connected candidates >= low * that. An absolute floor (1/64 of the full
+         black-to-white step) keeps a blank image blank instead of outlining its noise;
+      5. the silhouette: candidates in the 3-px band around the garment's outline (where the
+         blurred image rises above 6/255, Fashion-MNIST's black background) are lines whatever
+         their strength, so a near-black garment still gets its outline.
+    Result: a closed-ish one-pixel outline of every garment, plus its main interior lines (seams,
+    collars, zips, soles, laces, bag handles, print and pattern outlines: a plaid shirt gets a
+    grid); about 11% of a 32 x 32 image's pixels on average (6-28% per image).
     """
     if isinstance(images, np.ndarray):
         return fmnist_edges(torch.from_numpy(np.ascontiguousarray(images)), sigma, high, low).numpy()
@@ -155,22 +167,22 @@ def fmnist_edges(images: Union[torch.Tensor, np.ndarray], sigma: float = 0.7, hi
     num, height, width = images.shape
     if num == 0 or height < 3 or width < 3:
         return torch.full_like(images, 255)
-    x = images.to(torch.float32) / 255.0                                 # [N, H, W]
     taps = _gaussian_taps(sigma)
-    x = _correlate(_correlate(x, taps, 2), taps, 1)
+    x = _correlate(_correlate(images.to(torch.float32), [tap / 255 for tap in taps], 2), taps, 1)   # [N, H, W] in [0, 1]
     # Sobel as smoothing [1, 2, 1] times the central difference [-1, 0, 1], scaled so that a unit
     # step gives 0.5; y grows downwards.
-    gx = _correlate(_correlate(x, (1 / 8, 2 / 8, 1 / 8), 1), (-1.0, 0.0, 1.0), 2)
-    gy = _correlate(_correlate(x, (1 / 8, 2 / 8, 1 / 8), 2), (-1.0, 0.0, 1.0), 1)
-    magnitude = torch.sqrt(gx * gx + gy * gy)
+    gx = _correlate(_correlate(x, (-1.0, 0.0, 1.0), 2), (1 / 8, 2 / 8, 1 / 8), 1)
+    gy = _correlate(_correlate(x, (-1.0, 0.0, 1.0), 1), (1 / 8, 2 / 8, 1 / 8), 2)
+    magnitude = torch.hypot(gx, gy)
     padded = F.pad(magnitude, (1, 1, 1, 1))
 
     def shifted(dy: int, dx: int) -> torch.Tensor:                       # magnitude at (y + dy, x + dx)
         return padded[:, 1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
 
     tan_22_5 = math.tan(math.pi / 8)
-    along_x = gy.abs() <= tan_22_5 * gx.abs()
-    along_y = gx.abs() <= tan_22_5 * gy.abs()
+    abs_x, abs_y = gx.abs(), gy.abs()
+    along_x = abs_y <= abs_x * tan_22_5
+    along_y = abs_x <= abs_y * tan_22_5
     down_right = gx * gy > 0                                             # else the gradient points down-left
     ahead = torch.where(along_x, shifted(0, 1), torch.where(along_y, shifted(1, 0),
                         torch.where(down_right, shifted(1, 1), shifted(1, -1))))
@@ -182,8 +194,14 @@ def fmnist_edges(images: Union[torch.Tensor, np.ndarray], sigma: float = 0.7, hi
     rank = max(1, math.ceil(_PEAK_QUANTILE * height * width))
     peak = magnitude.flatten(1).kthvalue(rank, dim=1).values.view(num, 1, 1)
     floor = 0.5 / 64
-    weak = ridge & (magnitude >= torch.clamp(low * peak, min=floor))
-    strong = weak & (magnitude >= torch.clamp(high * peak, min=floor))
+    # The silhouette: ridge pixels in the 3-px band around the garment's outline (where the
+    # blurred image leaves the black background) are lines whatever their strength, so a
+    # near-black garment with a bright print keeps its outline.
+    garment = x > _GARMENT_LEVEL
+    outline = _dilate(garment) & ~_erode(garment)
+    silhouette = ridge & outline & (magnitude >= floor)
+    weak = (ridge & (magnitude >= torch.clamp(low * peak, min=floor))) | silhouette
+    strong = (weak & (magnitude >= torch.clamp(high * peak, min=floor))) | silhouette
     # Grow the lines one pixel a round through weak candidates, each round only over the images
     # that changed in the last one; ends when none does (at most H * W rounds, ~10 in practice).
     active = torch.arange(num)
