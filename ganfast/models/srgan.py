@@ -41,7 +41,9 @@ norms. Parameter counts equal those of the same network in plain torch layers.
 
 Presets: srgan-96 (the paper: 96 px HR crops, 4x, RGB, 16 blocks, 64 filters; G 1,548,547 and
 D 23,563,649 parameters; the paper states no totals) and srgan-32 (Fashion-MNIST 16 -> 32 px,
-gray, 2x: a scaled-down layout that trains on a CPU).
+gray, 2x, 8 blocks of 32 filters, D from 32 filters with a 512-unit dense layer; G 200,289 and D
+1,697,921 parameters: a training step at batch 16 with the classifier content loss, D's and G's
+forward and backward, takes about 0.14 s on 2 CPU threads).
 """
 from __future__ import annotations
 
@@ -235,6 +237,8 @@ def classifier_geometry(images: torch.Tensor) -> torch.Tensor:
     mapping (luma, 28 -> 32 padded with -1, other sides resized bilinearly with antialias) without
     its validation, which reads the values on the host (a synchronization in every training step),
     casts to float32 and clamps."""
+    # imported here: the ganfast.metrics package pulls in the whole metric stack (numpy, ...),
+    # which building a model does not need
     from ganfast.metrics.classifier import INPUT_RESOLUTION
     from ganfast.metrics.images import rgb_to_gray
 
@@ -318,8 +322,8 @@ class ContentLoss(nn.Module):
                                  f"got {type(weights).__name__}")
             try:
                 self.extractor = classifier_feature_extractor(weights)
-            except FileNotFoundError as error:
-                raise FileNotFoundError(f"weights: {error}") from error
+            except FileNotFoundError as error:   # the loader names its argument `path`
+                raise FileNotFoundError(f"weights: {str(error).removeprefix('path: ')}") from error
         else:
             if weights is None:
                 raise ValueError(f"weights: kind 'vgg' needs weights; {VGG_HELP}")
@@ -391,7 +395,9 @@ register_preset(
 
 register_preset(
     "srgan-32", "srgan", build_srgan,
-    description="SRGAN scaled down for Fashion-MNIST: 16 -> 32 px gray (2x), G 6 residual blocks of 32 "
-                "filters, D 16..128 filters with a 256-unit dense layer; G 163,105, D 425,281 parameters",
+    description="SRGAN scaled down for Fashion-MNIST: 16 -> 32 px gray (2x), SRResNet G with 8 residual blocks "
+                "of 32 filters, D 32..256 filters with a 512-unit dense layer on the flattened 2x2 map "
+                "(a training step at batch 16, classifier content loss included: ~0.14 s on 2 CPU threads); "
+                "G 200,289, D 1,697,921 parameters",
     published="",
-    resolution=32, scale=2, channels=1, ngf=32, n_blocks=6, ndf=16, d_dense=256, sn=False)
+    resolution=32, scale=2, channels=1, ngf=32, n_blocks=8, ndf=32, d_dense=512, sn=False)
