@@ -6,7 +6,7 @@
 """
 from ganfast.models.common import count_parameters, labels_to_index, labels_to_onehot, set_backend
 from ganfast.models.registry import GAN, Preset, create, get_preset, list_presets, register_preset
-from ganfast.models import biggan, cdcgan, conditional, convert, cyclegan, dcgan, pix2pix, progan, sngan, stylegan, stylegan2, unit  # noqa: F401  (registers presets)
+from ganfast.models import biggan, cdcgan, conditional, convert, cyclegan, dcgan, pix2pix, progan, sngan, srgan, stylegan, stylegan2, unit  # noqa: F401  (registers presets)
 
 __all__ = ["GAN", "Preset", "create", "get_preset", "list_presets", "register_preset", "set_backend",
            "count_parameters", "labels_to_onehot", "labels_to_index", "convert"]
