@@ -1110,7 +1110,7 @@ class Trainer:
         """Load the checkpoint `resume` names (a path, or 'auto': the newest complete one in run_dir;
         None: start fresh). Returns its path, or None when there was nothing to resume. The
         checkpoint's training config and run config must equal this trainer's (batch_gpu, compile,
-        cuda_graphs and max_bad_steps may differ)."""
+        cuda_graphs, max_bad_steps and lr_decay may differ)."""
         if resume is None:
             return None
         if self.run_dir is None and resume == "auto":
@@ -1139,7 +1139,8 @@ class Trainer:
         return path
 
     def _check_resumed_config(self, path: Path, saved: Mapping[str, Any]) -> None:
-        free = {"batch_gpu", "compile", "cuda_graphs", "max_bad_steps"}
+        # lr_decay follows the run's --kimg: a resume with a longer budget stretches the decay
+        free = {"batch_gpu", "compile", "cuda_graphs", "max_bad_steps", "lr_decay"}
         here = {k: v for k, v in self.config.to_dict().items() if k not in free}
         there = {k: v for k, v in (saved.get("training") or {}).items() if k not in free}
         # a field added after the checkpoint was written: that run trained with the field's default
