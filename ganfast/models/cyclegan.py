@@ -17,7 +17,7 @@ before an unpadded conv). The PatchGAN at n_layers=3 with instance norm and 3 in
 2,764,737 parameters.
 
 Fused ops: conv + norm + ReLU is the conv then ganfast.models.img2img_layers.NormAct2d (instance
-norm, the ReLU through ganfast.ops.bias_act) or ganfast.nn.BatchNormAct2d (batch norm with the
+norm and ReLU, plain torch: no ganfast op was faster, see NormAct2d) or ganfast.nn.BatchNormAct2d (batch norm with the
 ReLU fused); the output conv's bias + tanh is ganfast.nn.BiasAct (ganfast.ops.bias_act). D: see
 PatchDiscriminator (conv bias + LReLU as BiasAct; norm + LReLU as NormAct2d / BatchNormAct2d);
 sn=True spectrally normalizes D's convs (ganfast.nn.SNConv2d).

@@ -23,11 +23,11 @@ the same shapes, only their owner module differs):
     ganfast.ops.bias_act after it);
   - conv (bias) -> LeakyReLU / ReLU / tanh with no norm: a bias-free conv, then ganfast.nn.BiasAct
     (ganfast.ops.bias_act: bias + activation in one pass, gain 1.0, not bias_act's sqrt(2) default);
-  - conv (bias) -> InstanceNorm2d -> act: the conv keeps its bias, then NormAct2d: torch's
-    instance_norm and the activation through ganfast.ops.bias_act. (ganfast.ops.adain_noise with
-    act='linear', unit scale and zero shift computes the same instance norm with the conv bias
-    fused, but measured on this CPU it was slower than torch's instance norm at these sizes;
-    see NormAct2d.)
+  - conv (bias) -> InstanceNorm2d -> act: the conv keeps its bias, then NormAct2d, which is plain
+    torch (instance_norm, relu / leaky_relu): no ganfast op was faster here (see NormAct2d);
+  - an activation with no bias before it (the U-Net's outermost LReLU and innermost ReLU with
+    batch norm) is torch's nn.ReLU / nn.LeakyReLU: bias_act without a bias fuses nothing,
+    and measured at one thread, batch 16, it was 7-30% slower than torch's relu at 8x8-32x32 maps.
 set_backend(model, "reference") turns every one of them into plain PyTorch.
 """
 from __future__ import annotations
@@ -44,7 +44,6 @@ from ganfast.models.dcgan import check_positive_int
 from ganfast.nn.batch_norm_act import BatchNormAct2d
 from ganfast.nn.bias_act import BiasAct
 from ganfast.nn.spectral_norm import SNConv2d, reconverge_spectral_norms
-from ganfast.ops.bias_act import bias_act
 
 __all__ = ["NORMS", "LRELU_SLOPE", "INIT_STD", "check_norm", "check_choice", "check_nonneg_int", "check_bool",
            "check_domain", "check_direction", "conv2d", "conv_norm_act", "NormAct2d", "ResnetBlock",
@@ -106,28 +105,29 @@ class NormAct2d(nn.Module):
     torch's InstanceNorm2d(affine=False, track_running_stats=False), eps 1e-5) followed by act in
     {'linear', 'relu', 'lrelu'} (slope 0.2, gain 1). x: [N, C, H, W] -> [N, C, H, W]; H * W > 1.
 
-    The normalization is torch's instance_norm and the activation ganfast.ops.bias_act: measured
-    at 2 threads on this project's CPU (batch 16, 32-256 channels, 8x8 to 32x32 maps), torch's
-    instance_norm forward + backward was faster than ganfast.ops.adain_noise used as a plain
-    instance norm (act='linear', unit scale, zero shift), so adain_noise is not used here.
+    Plain torch: instance_norm, then relu / leaky_relu. ganfast.ops.adain_noise (act='linear', unit scale, zero shift, the conv bias fused) computes the
+    same instance norm; measured at one thread on this project's 2-core CPU, batch 16, forward +
+    backward including the ReLU: 2.2 vs 2.5 ms at [32, 32x32], but 1.24 vs 1.02 ms at [64, 16x16],
+    0.67 vs 0.54 ms at [128, 8x8] and 1.15 vs 0.98 ms at [256, 8x8] (its forward alone is about 2x
+    faster). Most instance norms of these generators run at 8x8 and 16x16 (CycleGAN's and UNIT's
+    residual blocks), so torch's instance_norm is used; and no ganfast op fuses a norm followed
+    by an activation without a per-sample affine, so the activation is torch's too.
     """
 
-    def __init__(self, num_features: int, act: str = "relu", eps: float = 1e-5, backend: Optional[str] = None):
+    def __init__(self, num_features: int, act: str = "relu", eps: float = 1e-5):
         super().__init__()
         self.num_features = check_positive_int("NormAct2d", "num_features", num_features)
         self.act = check_choice("NormAct2d", "act", act, ACTS)
-        self.eps, self.backend = float(eps), backend
+        self.eps = float(eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.instance_norm(x, eps=self.eps)
-        if self.act == "linear":
-            return y
-        return bias_act(y, None, act=self.act, alpha=LRELU_SLOPE if self.act == "lrelu" else None, gain=1.0,
-                        backend=self.backend)
+        if self.act == "relu":
+            return F.relu(y)
+        return F.leaky_relu(y, LRELU_SLOPE) if self.act == "lrelu" else y
 
     def extra_repr(self) -> str:
-        s = f"{self.num_features}, act={self.act!r}, eps={self.eps}"
-        return s if self.backend is None else s + f", backend={self.backend!r}"
+        return f"{self.num_features}, act={self.act!r}, eps={self.eps}"
 
 
 def conv2d(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
@@ -159,9 +159,14 @@ def conv_norm_act(in_channels: int, out_channels: int, kernel_size: int, stride:
     return [conv, bias_activation(out_channels, act, bias=True)]
 
 
-def bias_activation(channels: int, act: str, bias: bool) -> BiasAct:
-    """ganfast.nn.BiasAct with the reference's activation constants (lrelu slope 0.2, gain 1)."""
-    return BiasAct(channels, act=act, bias=bias, alpha=LRELU_SLOPE if act == "lrelu" else None, gain=1.0)
+def bias_activation(channels: int, act: str, bias: bool) -> nn.Module:
+    """A conv's bias (when `bias`) and the activation act in {'linear', 'relu', 'lrelu', 'tanh'}
+    with the reference's constants (lrelu slope 0.2, gain 1): ganfast.nn.BiasAct (bias and
+    activation fused) with a bias, torch's activation module without one (nothing to fuse)."""
+    if bias:
+        return BiasAct(channels, act=act, bias=True, alpha=LRELU_SLOPE if act == "lrelu" else None, gain=1.0)
+    return {"linear": nn.Identity, "relu": nn.ReLU, "lrelu": lambda: nn.LeakyReLU(LRELU_SLOPE),
+            "tanh": nn.Tanh}[act]()
 
 
 class ResnetBlock(nn.Module):

@@ -21,8 +21,9 @@ starts with ReLU on cat([x, up])), and the next down path reads LReLU(x). Since
 ReLU(LReLU(x)) == ReLU(x) exactly (LReLU keeps the sign), each down level's norm is fused with the
 LReLU (ganfast.nn.BatchNormAct2d, act 'lrelu'; NormAct2d for instance norm) and the skip is
 ReLU(that); the up path's norm is fused with the ReLU that the outer block applies to it
-(BatchNormAct2d 'relu'; Dropout commutes with ReLU). down_0's LReLU, down_inner's ReLU and up_0's
-bias + tanh are ganfast.nn.BiasAct (ganfast.ops.bias_act, gain 1). The result equals the
+(BatchNormAct2d 'relu'; Dropout commutes with ReLU). up_0's bias + tanh is ganfast.nn.BiasAct
+(ganfast.ops.bias_act, gain 1), and so are down_0's conv bias + LReLU and down_inner's conv bias +
+ReLU with instance norm (with batch norm those convs have no bias: torch's activations). The result equals the
 reference's layer sequence (tested in float64 against a plain-torch recursive U-Net).
 D: ganfast.models.img2img_layers.PatchDiscriminator (conv + LReLU as BiasAct, BN + LReLU as
 BatchNormAct2d); sn=True spectrally normalizes D's convs (ganfast.nn.SNConv2d).

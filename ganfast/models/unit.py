@@ -21,8 +21,8 @@ G's init is the reference's kaiming-normal (fan_in); D's N(0, 0.02).
 D: one single-scale PatchGAN per domain (ganfast.models.img2img_layers.PatchDiscriminator, no
 norm by default as the reference's D); the reference uses multi-scale LSGAN discriminators.
 
-Fused ops: conv + IN + ReLU is the conv then NormAct2d (torch's instance norm, the ReLU through
-ganfast.ops.bias_act); the output conv's bias + tanh is ganfast.nn.BiasAct; D's conv bias + LReLU
+Fused ops: conv + IN + ReLU is the conv then NormAct2d (plain torch: instance norm and ReLU; no ganfast
+op was faster, see NormAct2d); the output conv's bias + tanh is ganfast.nn.BiasAct; D's conv bias + LReLU
 is ganfast.nn.BiasAct (ganfast.ops.bias_act, gain 1); sn=True spectrally normalizes D's convs.
 """
 from __future__ import annotations
