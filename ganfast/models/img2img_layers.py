@@ -105,9 +105,10 @@ class NormAct2d(nn.Module):
     torch's InstanceNorm2d(affine=False, track_running_stats=False), eps 1e-5) followed by act in
     {'linear', 'relu', 'lrelu'} (slope 0.2, gain 1). x: [N, C, H, W] -> [N, C, H, W]; H * W > 1.
 
-    Plain torch: instance_norm, then relu / leaky_relu. ganfast.ops.adain_noise (act='linear', unit scale, zero shift, the conv bias fused) computes the
-    same instance norm; measured at one thread on this project's 2-core CPU, batch 16, forward +
-    backward including the ReLU: 2.2 vs 2.5 ms at [32, 32x32], but 1.24 vs 1.02 ms at [64, 16x16],
+    Plain torch: instance_norm, then relu / leaky_relu. ganfast.ops.adain_noise (act='linear',
+    unit scale, zero shift, the conv bias fused) computes the same instance norm. Measured at one
+    thread on this project's 2-core CPU, batch 16, forward + backward with the ReLU, adain_noise vs
+    torch: 2.2 vs 2.5 ms at [32, 32x32], but 1.24 vs 1.02 ms at [64, 16x16],
     0.67 vs 0.54 ms at [128, 8x8] and 1.15 vs 0.98 ms at [256, 8x8] (its forward alone is about 2x
     faster). Most instance norms of these generators run at 8x8 and 16x16 (CycleGAN's and UNIT's
     residual blocks), so torch's instance_norm is used; and no ganfast op fuses a norm followed

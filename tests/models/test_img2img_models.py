@@ -162,7 +162,8 @@ def test_unit_shared_layers_are_one_module_fed_by_both_domains():
 
     g_a = grads(lambda: G.decode(G.encode(a, "A"), "A").square().sum())
     g_b = grads(lambda: G.decode(G.encode(b, "B"), "B").square().sum())
-    g_ab = grads(lambda: G.decode(G.encode(a, "A"), "A").square().sum() + G.decode(G.encode(b, "B"), "B").square().sum())
+    g_ab = grads(lambda: (G.decode(G.encode(a, "A"), "A").square().sum()
+                          + G.decode(G.encode(b, "B"), "B").square().sum()))
     for name in g_ab:
         if name.startswith(("shared_encoder.", "shared_decoder.")):
             # both domains reach the shared weights, and their contributions add up there
