@@ -235,9 +235,10 @@ def _metric_names(text: Optional[str], parser) -> Optional[tuple]:
     if text in ("", "none"):
         return ()
     names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in METRICS]
+    valid = METRICS + ("img2img",)        # img2img: the image-to-image presets' held-out metrics, all at once
+    unknown = [n for n in names if n not in valid]
     if unknown:
-        parser.error(f"--metrics: unknown {unknown}; valid: {', '.join(METRICS)}")
+        parser.error(f"--metrics: unknown {unknown}; valid: {', '.join(valid)}")
     return names
 
 
@@ -412,14 +413,26 @@ def _metrics(args) -> int:
     try:
         G, meta = load_generator(args.run, device=args.device)
         run = meta["config"]["run"]
-        if names is None:
+        from ganfast.training.img2img import img2img_task
+        if img2img_task(G) is not None:        # held-out translations: every img2img metric at once
+            if names not in (None, ("img2img",)):
+                args.parser.error("--metrics: an image-to-image model's metrics come together as 'img2img'")
+            import ganfast.models as models
+            from ganfast.metrics.img2img import evaluate_img2img
+            from ganfast.training.img2img import open_run_data
+            family = models.get_preset(run["preset"]).family
+            held_out = open_run_data(family, G, run.get("data"), split="test")
+            values = evaluate_img2img(G, held_out, n=args.n, device=args.device, seed=args.seed)
+            names = ()
+        elif names is None:
             from ganfast.training.run import default_metrics
             chosen = default_metrics(G, run.get("data"))
             names = chosen[:3] + ("pr",) + chosen[3:]          # swd, fid, kid, pr (, class_acc)
-        dataset = open_dataset(run.get("data"), resolution=G.img_resolution, channels=G.img_channels,
-                               xflip=run.get("xflip", False))
-        values = evaluate_generator(G, dataset, names, args.n, seed=args.seed, device=args.device,
-                                    inception_weights=args.inception_weights)
+        if names:
+            dataset = open_dataset(run.get("data"), resolution=G.img_resolution, channels=G.img_channels,
+                                   xflip=run.get("xflip", False))
+            values = evaluate_generator(G, dataset, names, args.n, seed=args.seed, device=args.device,
+                                        inception_weights=args.inception_weights)
     except (ValueError, FileNotFoundError) as e:
         print(f"ganfast metrics: error: {e}", file=sys.stderr)
         return 2

@@ -94,3 +94,14 @@ def test_generate_input_errors(tmp_path, capsys):
 def test_img2img_metrics_option_is_checked(tmp_path):
     with pytest.raises(ValueError, match="img2img"):
         run_training(_options("pix2pix-32", tmp_path / "r", metrics=("fid",)))
+
+
+def test_metrics_command_evaluates_translations(tmp_path, capsys):
+    run = tmp_path / "run"
+    run_training(_options("srgan-32", run, metrics=(), kimg=0.016))
+    capsys.readouterr()
+    assert main(["metrics", "--run", str(run), "--n", "16"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["n"] == 16 and np.isfinite(row["psnr"]) and np.isfinite(row["bicubic_psnr"])
+    with pytest.raises(SystemExit):
+        main(["metrics", "--run", str(run), "--metrics", "fid"])
