@@ -240,11 +240,9 @@ class Img2ImgTrainer(Trainer):
                     + cfg.cycle_weight * stats["cycle"] + cfg.kl_weight * stats["cycle_kl"])
             return loss, stats
 
-        self.D.requires_grad_(False)
         try:
-            return self._run_phase("loss_G", self.G, self.opt_G, self.scaler_G, micro)
+            return self._run_g_phase(micro)
         finally:
-            self.D.requires_grad_(True)
             if self.task != "unpaired":
                 self._fakes = []
 

@@ -910,9 +910,14 @@ class Trainer:
                 loss = loss + stats["ortho"]      # once per phase: _run_phase divides each micro-batch's share
             return loss, stats
 
+        return self._run_g_phase(micro)
+
+    def _run_g_phase(self, micro_loss: Callable[[int], tuple]) -> dict:
+        """G's main phase ('loss_G'): D's parameters frozen while G's loss is differentiated, so
+        no gradient is written into D."""
         self.D.requires_grad_(False)
         try:
-            return self._run_phase("loss_G", self.G, self.opt_G, self.scaler_G, micro)
+            return self._run_phase("loss_G", self.G, self.opt_G, self.scaler_G, micro_loss)
         finally:
             self.D.requires_grad_(True)
 
