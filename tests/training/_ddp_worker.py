@@ -21,6 +21,8 @@ Jobs (all: global batch BATCH, STEPS steps, fixed seeds, one thread):
                so each forward pass normalizes over the whole global batch. No checkpoints.
     bn-local   bn with every batch-norm layer's process_group reset to None after the Trainer set it:
                per-process statistics, the negative control.
+    pix2pix    ganfast.training.img2img's paired step (D on the (x, y) pair, then G's BCE + L1 on the
+               same G(x)) with a BatchNormAct2d G on blob -> inverted-blob pairs. No checkpoints.
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ SNAP_STEPS = 2
 RESUME_STEP = 6
 BATCH = 32
 MLP_BATCH_GPU = 8
-JOBS = ("mlp", "resume", "bn", "bn-local")
+JOBS = ("mlp", "resume", "bn", "bn-local", "pix2pix")
 INIT_SEED = 1          # the networks' initialization; rank 0's is broadcast to every process
 
 
@@ -87,6 +89,32 @@ class ConvD(nn.Module):
         return self.out(self.body(x).flatten(1))[:, 0]
 
 
+class PairG(nn.Module):
+    """x [N, 1, 8, 8] -> y [N, 1, 8, 8]: conv -> BN+relu (cross-replica statistics) -> conv -> tanh."""
+
+    img2img, z_dim, c_dim, img_resolution, img_channels, in_channels, out_channels = "paired", 0, 0, 8, 1, 1, 1
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1, bias=False)
+        self.bn = BatchNormAct2d(8, act="relu")
+        self.out = nn.Conv2d(8, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.out(self.bn(self.conv(x))))
+
+
+class PairD(nn.Module):
+    """(x, y) [N, 1, 8, 8] each -> patch logits [N, 1, 3, 3]."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(2, 8, 3, stride=2, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(8, 1, 2))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.body(torch.cat([x, y], 1))
+
+
 def blob_images(n: int = 512) -> torch.utils.data.TensorDataset:
     """n images [1, 8, 8] in [-1, 1]: a bright square at a random place (labels all 0)."""
     gen = torch.Generator().manual_seed(3)
@@ -109,6 +137,13 @@ def build_trainer(job: str, ctx: DistributedContext, run_dir: Optional[Path] = N
         G, D = ConvG(), ConvD()
         data = blob_images()
         config = loop.TrainingConfig(loss="nonsaturating", batch=BATCH, ema_kimg=10.0, seed=5)
+    elif job == "pix2pix":
+        from ganfast.training.img2img import Img2ImgTrainer
+        blobs = blob_images().tensors[0]
+        data = torch.utils.data.TensorDataset(torch.cat([blobs, -blobs], 1), torch.zeros(len(blobs), dtype=torch.int64))
+        config = loop.TrainingConfig(loss="nonsaturating", batch=BATCH, lr=2e-3, betas=(0.5, 0.999), ema_kimg=10.0,
+                                     seed=5)
+        return Img2ImgTrainer(PairG(), PairD(), data, config, ctx=ctx, run_dir=run_dir, run_config={"job": job})
     else:
         raise ValueError(f"_ddp_worker: unknown job {job!r} (expected one of {JOBS})")
     run_config = {"job": "mlp" if job == "resume" else job}    # resume continues mlp's run

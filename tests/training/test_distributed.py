@@ -90,7 +90,7 @@ def single(launch):
     torch.set_num_threads(1)
     rng = torch.get_rng_state()
     try:
-        return {job: worker.run_job(job, DistributedContext()) for job in ("mlp", "bn")}
+        return {job: worker.run_job(job, DistributedContext()) for job in ("mlp", "bn", "pix2pix")}
     finally:
         torch.set_num_threads(threads)
         torch.set_rng_state(rng)
@@ -168,6 +168,15 @@ def test_mlp_r1_ema_two_processes_match_one(launch, single):
     assert len(ddp["losses"]) == worker.STEPS and r1_steps == list(range(0, worker.STEPS, 2)), r1_steps
     _assert_close(_flat(ddp), _flat(single["mlp"]), RTOL, "mlp: 2 processes vs 1")
     _assert_ranks_identical(launch, "mlp")
+
+
+def test_pix2pix_two_processes_match_one(launch, single):
+    """The image-to-image step under torchrun: pix2pix's D-then-G phases on the same G(x), with
+    cross-replica batch norm in G, 2 processes x 16 = 1 process x 32 (weights, EMA, losses)."""
+    ddp = launch.result("pix2pix", 0)
+    assert len(ddp["losses"]) == worker.STEPS and "l1" in ddp["losses"][0]
+    _assert_close(_flat(ddp), _flat(single["pix2pix"]), RTOL, "pix2pix: 2 processes vs 1")
+    _assert_ranks_identical(launch, "pix2pix")
 
 
 def test_cross_replica_batch_norm_is_over_the_global_batch(launch, single):

@@ -303,3 +303,20 @@ def test_refuses_what_does_not_apply():
         TrainingConfig(lr_decay=[3, 1])
     with pytest.raises(ValueError, match="content_weights"):
         TrainingConfig(content_loss="vgg")
+
+
+@pytest.mark.parametrize("task", ["paired", "unpaired", "unit", "sr"])
+def test_bf16_autocast_steps_are_finite(task):
+    """amp='bf16' on the CPU: every task's two phases run under autocast and train."""
+    torch.manual_seed(0)
+    G, D, data, loss = {"paired": (_Paired(), _PairD(), _Data(8, 3, 1, 2), "nonsaturating"),
+                        "unpaired": (_Unpaired(), _TwoD(), _Data(8, 4, 2, 2), "lsgan"),
+                        "unit": (_Unit(), _TwoD(1, 1), _Data(8, 2, 1, 1), "lsgan"),
+                        "sr": (_SR(), _SRD(), _Data(8, 1), "nonsaturating")}[task]
+    data.x = data.x.float()
+    before = [p.detach().clone() for p in G.parameters()]
+    trainer = Img2ImgTrainer(G, D, data, _cfg(loss=loss, amp="bf16"))
+    for _ in range(2):
+        stats = dict(trainer.step())
+    assert all(torch.isfinite(torch.tensor(v)) for v in stats.values()) and stats["skipped"] == 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, G.parameters()))
