@@ -165,8 +165,14 @@ def test_loader_workers_ignore_stop_signals_and_the_main_process_keeps_its_handl
     # Ctrl-C reaches every process of the terminal's group: the workers must not die of it while
     # the main process finishes its step and checkpoints (ganfast.training.run)
     import signal
-    before = signal.getsignal(signal.SIGINT)
-    images, _ = next(batch_iterator(_SignalDispositions(), 4, num_workers=1))
-    assert images.tolist() == [[1.0, 1.0]] * 4
-    images, _ = next(batch_iterator(_SignalDispositions(), 4, num_workers=0))
-    assert images.tolist() == [[0.0, 0.0]] * 4 and signal.getsignal(signal.SIGINT) is before
+    # a background job of a non-interactive shell starts with SIGINT ignored: give this process
+    # Python's own handlers for the test, so "the main process keeps its handlers" means something
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler), signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        images, _ = next(batch_iterator(_SignalDispositions(), 4, num_workers=1))
+        assert images.tolist() == [[1.0, 1.0]] * 4
+        images, _ = next(batch_iterator(_SignalDispositions(), 4, num_workers=0))
+        assert images.tolist() == [[0.0, 0.0]] * 4 and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited[0])
+        signal.signal(signal.SIGTERM, inherited[1])
