@@ -443,6 +443,15 @@ def _split_folder(root: Path, split: str, where: str) -> Path:
                      f"{str(root)!r}; it has {', '.join(f'{n}/' for n in present)}")
 
 
+def _folder_root(where: str, path: PathLike, split: str) -> Path:
+    """A folder dataset's root, checked (it exists; split is one of _SPLITS)."""
+    _check_choice(where, "split", split, _SPLITS)
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{where}: no such directory {str(root)!r}")
+    return root
+
+
 class _FolderReader:
     """Opens folders with ImageFolder (listing, hostile-input refusals, header checks) and decodes
     every image at once, collecting what was left out for one warning at the end."""
@@ -558,10 +567,7 @@ class PairedImageFolder(PairedImages):
     def __init__(self, path: PathLike, resolution: int, split: str = "train", channels: Optional[int] = None,
                  xflip: bool = False, direction: str = "AtoB", max_pixels: int = DEFAULT_MAX_PIXELS):
         where = "PairedImageFolder"
-        _check_choice(where, "split", split, _SPLITS)
-        self.path = root = Path(path).expanduser()
-        if not root.is_dir():
-            raise FileNotFoundError(f"{where}: no such directory {str(root)!r}")
+        self.path = root = _folder_root(where, path, split)
         reader = _FolderReader(where, resolution, channels, max_pixels)
         location = f"directory {str(root)!r}"
         if (root / "A").is_dir() and (root / "B").is_dir():
@@ -603,10 +609,7 @@ class UnpairedImageFolder(UnpairedImages):
     def __init__(self, path: PathLike, resolution: int, split: str = "train", channels: Optional[int] = None,
                  xflip: bool = False, direction: str = "AtoB", max_pixels: int = DEFAULT_MAX_PIXELS):
         where = "UnpairedImageFolder"
-        _check_choice(where, "split", split, _SPLITS)
-        self.path = root = Path(path).expanduser()
-        if not root.is_dir():
-            raise FileNotFoundError(f"{where}: no such directory {str(root)!r}")
+        self.path = root = _folder_root(where, path, split)
         prefixes = ("train",) if split == "train" else ("test", "val")
         prefix = next((p for p in prefixes if (root / f"{p}A").is_dir() and (root / f"{p}B").is_dir()), None)
         if prefix is None:

@@ -318,7 +318,9 @@ class TwoDomainGenerator(nn.Module):
         return self.translate(x, direction)
 
     def translate(self, x: torch.Tensor, direction: str) -> torch.Tensor:
-        raise NotImplementedError
+        """x (checked) -> its translation; what a subclass defines (CycleGANGenerator, UNITGenerator)."""
+        raise NotImplementedError(f"{type(self).__name__}: a TwoDomainGenerator subclass must define "
+                                  f"translate(x, direction)")
 
 
 # ---------------------------------------------------------------- initialization

@@ -35,15 +35,20 @@ one phase to the next, and the history pool decides on the host.
 """
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganfast.data import ImageFolder
+from ganfast.data.img2img import bicubic_downsample, bicubic_upsample, open_img2img_data
 from ganfast.training.ema import unwrap_model
 from ganfast.training.loop import Trainer, TrainingConfig
 from ganfast.training.tricks import ExperienceReplay
+from ganfast.training.visualize import image_grid, save_grid_png
 
 __all__ = ["Img2ImgTrainer", "IMG2IMG_TASKS", "IMG2IMG_LOSSES", "adversarial_d_loss", "adversarial_g_loss",
            "img2img_task"]
@@ -141,7 +146,6 @@ class Img2ImgTrainer(Trainer):
         return x[:, :self.channels_A], x[:, self.channels_A:]
 
     def _lowres(self, hr: torch.Tensor) -> torch.Tensor:
-        from ganfast.data.img2img import bicubic_downsample
         return bicubic_downsample(hr, unwrap_model(self.G).scale)
 
     # ---- the phases ----
@@ -293,14 +297,7 @@ class Img2ImgTrainer(Trainer):
         if cfg.lr_decay is not None:
             host["lr_factor"] = self.opt_G.param_groups[0]["lr"] / self._base_lrs[0][0]
         p.step += 1
-        from ganfast.training.distributed import all_reduce_mean_
-        from ganfast.training.loop import StepStats
-        names = tuple(n for stat_names, _ in parts for n in stat_names)
-        stats = torch.cat([values for _, values in parts])
-        all_reduce_mean_(stats, self.ctx)
-        values = torch.cat([stats, self._end_of_step()])
-        self._tick.add(names + ("skipped",), values[:len(names) + 1], host)
-        return StepStats(self, names, values, host)
+        return self._finish_step(*self._gather_stats(parts), host)
 
     def checkpoint_objects(self) -> dict[str, Any]:
         objects = super().checkpoint_objects()
@@ -345,7 +342,6 @@ def generator_channels(G: nn.Module) -> tuple[int, int]:
 def open_run_data(family: str, G: nn.Module, data: Optional[str], split: str = "train", xflip: bool = False):
     """The dataset of a run of an image-to-image preset (family one of IMG2IMG_FAMILIES) with
     generator G: `data` (None: DEFAULT_IMG2IMG_DATA[family]) at G's resolution and channels."""
-    from ganfast.data.img2img import open_img2img_data
     task = IMG2IMG_FAMILIES[family]
     c_in, c_out = generator_channels(G)
     spec = data or DEFAULT_IMG2IMG_DATA[family]
@@ -381,7 +377,6 @@ def translation_images(G: nn.Module, items: torch.Tensor, device=None, batch: in
         for i in range(0, items.shape[0], batch):
             x = items[i:i + batch].to(device, next(G.parameters()).dtype)
             if task == "sr":
-                from ganfast.data.img2img import bicubic_downsample, bicubic_upsample
                 lr = bicubic_downsample(x, G.scale)
                 row = [F.interpolate(lr, scale_factor=G.scale, mode="nearest"), G(lr),
                        bicubic_upsample(lr, G.scale), x]
@@ -403,9 +398,6 @@ def translation_images(G: nn.Module, items: torch.Tensor, device=None, batch: in
 def translation_grid(G: nn.Module, dataset, n: int, device=None):
     """A uint8 [H, W, C] grid of G's translations of the first n held-out items of dataset (see
     translation_images), about sqrt(n) items per row."""
-    import math
-
-    from ganfast.training.visualize import image_grid
     images, per_item = translation_images(G, _test_items(dataset, n), device=device)
     items = images.shape[0] // per_item
     per_row = max(1, math.ceil(math.sqrt(items * per_item) / per_item))
@@ -421,10 +413,6 @@ def translate_folder(G: nn.Module, input_dir, out_dir, direction: str = "AB", de
     size (SR: the low resolution) and converted to its input channels (ganfast.data.ImageFolder:
     unreadable or oversized files are skipped with one warning). direction 'AB' or 'BA' for the
     unpaired models (A->B: the first domain to the second). Returns {'written': n, 'grid': path}."""
-    from pathlib import Path
-
-    from ganfast.data import ImageFolder
-    from ganfast.training.visualize import image_grid, save_grid_png
     task = img2img_task(G)
     if task is None:
         raise ValueError("--input: this checkpoint's generator maps noise to images; --input needs an "
@@ -462,7 +450,6 @@ def translate_folder(G: nn.Module, input_dir, out_dir, direction: str = "AB", de
     finally:
         G.train(was_training)
     items = len(shown) // 2
-    import math
     per_row = max(1, math.ceil(math.sqrt(items * 2) / 2))
     grid = save_grid_png(image_grid(torch.stack(shown), ncols=2 * per_row), out_dir / "side_by_side.png", scale=2)
     return {"written": written, "grid": str(grid)}

@@ -987,11 +987,21 @@ class Trainer:
             run("EMA")
         p.step += 1
 
-        names = tuple(n for stat_names, _ in parts.values() for n in stat_names)
-        stats = torch.cat([values for _, values in parts.values()])
-        all_reduce_mean_(stats, self.ctx)
+        names, stats = self._gather_stats(parts.values())
         if self.ada is not None and "r_t" in names:      # this step's D steps, averaged over the processes
             self.ada.observe(stats[names.index("r_t")], cfg.n_critic, cfg.n_critic * self.batch)
+        return self._finish_step(names, stats, host)
+
+    def _gather_stats(self, parts) -> tuple[tuple, torch.Tensor]:
+        """(names, values) of a step's phases ([stat names, values] each), averaged over the processes."""
+        names = tuple(n for stat_names, _ in parts for n in stat_names)
+        stats = torch.cat([values for _, values in parts])
+        all_reduce_mean_(stats, self.ctx)
+        return names, stats
+
+    def _finish_step(self, names: tuple, stats: torch.Tensor, host: Mapping[str, float]) -> StepStats:
+        """The step's StepStats: its gathered stats, then `skipped` and the halt flag (the device
+        counters of non-finite phases updated); the tick's sums take them too."""
         values = torch.cat([stats, self._end_of_step()])
         self._tick.add(names + ("skipped",), values[:len(names) + 1], host)
         return StepStats(self, names, values, host)

@@ -320,3 +320,13 @@ def test_bf16_autocast_steps_are_finite(task):
         stats = dict(trainer.step())
     assert all(torch.isfinite(torch.tensor(v)) for v in stats.values()) and stats["skipped"] == 0
     assert any(not torch.equal(a, b) for a, b in zip(before, G.parameters()))
+
+
+def test_translate_uses_G_in_eval_mode_and_restores_it():
+    torch.manual_seed(0)
+    G = _Unpaired().double()
+    trainer = Img2ImgTrainer(G, _TwoD().double(), _Data(8, 4, 2, 2), _cfg(loss="lsgan"))
+    x = torch.rand(3, 2, R, R, dtype=torch.float64)
+    assert G.training
+    _close(trainer.translate(x, "BA"), G(x, "BA").float())
+    assert G.training
