@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+# elements of one score block of the backward (rows x M, fp32: 1 MiB); see attention_backward
+_BLOCK = 1 << 18
 
 _flash_forward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
-_flash_backward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward.default
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -48,8 +49,11 @@ def heads_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: floa
 
 
 def heads_backward(do, q, k, v, o, lse, scale: float = 1.0):
-    """heads_forward's backward: do, o [B, 1, N, D], lse [B, 1, N] -> (dq, dk, dv) as [B, 1, rows, D]."""
-    return _flash_backward(_rows(do), _rows(q), _rows(k), _rows(v), _rows(o), lse, 0.0, False, scale=scale)
+    """heads_forward's backward: do, o [B, 1, N, Dv], q [B, 1, N, D], k [B, 1, M, D], v [B, 1, M, Dv],
+    lse [B, 1, N] (o and lse unused: see attention_backward) -> (dq, dk, dv) as contiguous
+    [B, 1, rows, width] in q's dtype."""
+    dq, dk, dv = attention_backward(do.squeeze(1), q.squeeze(1), k.squeeze(1), v.squeeze(1), None, None, scale)
+    return dq.unsqueeze(1), dk.unsqueeze(1), dv.unsqueeze(1)
 
 
 def _head(t: torch.Tensor) -> torch.Tensor:
@@ -71,14 +75,41 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: 
 
 
 def attention_backward(do, q, k, v, o, lse, scale: float = 1.0):
-    """attention_backward_ref(do, q, k, v, scale) from the forward's o and lse: (dq, dk, dv), contiguous."""
-    d, d_v = q.shape[-1], v.shape[-1]
-    if d > d_v:
-        pad = d - d_v
-        dq, dk, dvp = attention_backward(F.pad(do, (0, pad)), q, k, F.pad(v, (0, pad)), F.pad(o, (0, pad)), lse, scale)
-        return dq, dk, dvp[..., :d_v].contiguous()
-    if d < d_v:
-        dq, dk, dv = attention_backward(do, F.pad(q, (0, d_v - d)), F.pad(k, (0, d_v - d)), v, o, lse, scale)
-        return dq[..., :d].contiguous(), dk[..., :d].contiguous(), dv
-    dq, dk, dv = heads_backward(_head(do), _head(q), _head(k), _head(v), _head(o), lse.unsqueeze(1), scale)
-    return dq.squeeze(1), dk.squeeze(1), dv.squeeze(1)
+    """attention_backward_ref(do, q, k, v, scale): do [B, N, Dv], q [B, N, D], k [B, M, D],
+    v [B, M, Dv], any strides and widths (M >= 1) -> (dq, dk, dv), contiguous, in q's dtype.
+
+    The forward's o [B, N, Dv] and lse [B, N] are not read: P is recomputed exactly per row (see
+    the module docstring), and rowsum(dO * O) is taken as rowsum(P * dP) from the same P (equal
+    in exact arithmetic; in fp16 / bf16 the saved O is rounded to the input dtype, P * dP is not)."""
+    dtype = q.dtype
+    acc = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    if acc != dtype:  # upcast once: every product and sum below in fp32
+        do, q, k, v = do.to(acc), q.to(acc), k.to(acc), v.to(acc)
+    b, n, d = q.shape
+    m, d_v = k.shape[1], v.shape[2]
+    dq = q.new_empty(b, n, d)
+    dk = q.new_zeros(b, m, d)
+    dv = q.new_zeros(b, m, d_v)
+    if b and n:
+        # rows x M score blocks of about _BLOCK elements (several batch elements at once when a
+        # whole batch element's [N, M] is smaller)
+        rows = max(1, min(n, _BLOCK // m))
+        group = max(1, min(b, _BLOCK // (rows * m)))
+        s_buf = q.new_empty(group, rows, m)     # S, then dP, then dS
+        p_buf = q.new_empty(group, rows, m)     # P
+        for b0 in range(0, b, group):
+            bs = slice(b0, b0 + group)
+            k_b, v_b, dk_b, dv_b = k[bs], v[bs], dk[bs], dv[bs]
+            for i in range(0, n, rows):
+                q_i, do_i = q[bs, i:i + rows], do[bs, i:i + rows]
+                g, r = q_i.shape[0], q_i.shape[1]
+                s, p = s_buf[:g, :r], p_buf[:g, :r]
+                torch.baddbmm(s, q_i, k_b.mT, beta=0.0, alpha=scale, out=s)       # S = scale q k^T
+                torch.ops.aten._softmax.out(s, -1, False, out=p)                   # P = softmax(S), whole rows
+                dv_b.baddbmm_(p.mT, do_i)                                         # dV += P^T dO
+                torch.bmm(do_i, v_b.mT, out=s)                                    # dP = dO V^T
+                delta = torch.linalg.vecdot(p, s).unsqueeze(-1)                   # rowsum(P * dP) = rowsum(dO * O)
+                ds = s.sub_(delta).mul_(p)                                        # dS = P (dP - delta)
+                torch.baddbmm(dq[bs, i:i + r], ds, k_b, beta=0.0, alpha=scale, out=dq[bs, i:i + r])  # dQ = scale dS K
+                dk_b.baddbmm_(ds.mT, q_i, alpha=scale)                            # dK += scale dS^T Q
+    return dq.to(dtype), dk.to(dtype), dv.to(dtype)
