@@ -7,7 +7,8 @@ demod_coefficients).
     rule against the contract function in float64: error at most 2x that of the contract function
     run in the same dtype, plus a floor. Outputs are poisoned (every allocation of the launchers
     filled with NaN), so an unwritten element fails. The interpreter computes bf16 dots wrongly,
-    so there the bf16 convolution upcasts its dot operands (after rounding them to bf16).
+    so there the bf16 convolution upcasts its dot operands (after rounding them to bf16); it also
+    truncates fp32 -> bf16 casts, so there the kernels round them to nearest explicitly.
 (b) Ahead of time: each launch configuration compiles for sm_80 and sm_90 without spills and
     within shared memory; the fp16, bf16 and TF32 convolutions on tensor cores (mma.sync on sm_80,
     wgmma on sm_90); 128-bit global accesses in the epilogue kernels (slow: one compile subprocess).
@@ -197,6 +198,57 @@ def test_dot_precision_and_upcast():
     assert mc_triton.dot_precision(torch.float32) == "ieee"
     assert mc_triton.upcast_dot(torch.bfloat16) == backends.triton_interpret()
     assert not mc_triton.upcast_dot(torch.float16) and not mc_triton.upcast_dot(torch.float32)
+    # and only bf16 under the interpreter rounds its casts explicitly (the compiled cast rounds)
+    assert mc_triton.round_bf16(torch.bfloat16) == backends.triton_interpret()
+    assert not mc_triton.round_bf16(torch.float16) and not mc_triton.round_bf16(torch.float32)
+
+
+def _assert_rounded_to_nearest(got: torch.Tensor, exact: torch.Tensor, name: str,
+                               magnitude: torch.Tensor | None = None) -> None:
+    """got (bf16) is exact (float64) rounded to nearest: within half a bf16 ulp of it, plus slack
+    for the kernel's fp32 arithmetic, 2**-16 of `magnitude` (the sum of the absolute terms of a
+    dot; default |exact|): 1/128 of an ulp without cancellation. A truncating cast misses this on
+    about half the elements (it is up to a whole ulp off, toward zero)."""
+    exact = exact.cpu().double()
+    magnitude = exact.abs() if magnitude is None else magnitude.cpu().double()
+    err = (got.cpu().double() - exact).abs()
+    half_ulp = torch.ldexp(torch.ones_like(exact), torch.frexp(exact)[1] - 9)   # bf16: 8 significant bits
+    bad = err > half_ulp + magnitude * 2 ** -16
+    idx = bad.nonzero()[:5].tolist()
+    assert not bad.any(), (f"{name}: {int(bad.sum())} of {bad.numel()} elements not rounded to nearest; first: "
+                           + ", ".join(f"{tuple(i)} got {got[tuple(i)].item():.6g} exact {exact[tuple(i)].item():.6g}"
+                                       for i in idx))
+
+
+@needs_device
+def test_bf16_writes_round_to_nearest():
+    # issue 26: the kernels' fp32 -> bf16 casts round to nearest even, as the compiled cast does.
+    # The Triton 3.9 interpreter truncates them, so there the kernels round explicitly
+    # (_round_bf16); before that, the saved pre-activation a was up to an ulp off toward zero and
+    # a selu second-order gradient of styles came out 2.6% off (tests/ops/test_fuzz_found.py).
+    # Exact expectations: the modulated weights rounded to bf16 (the dot's operands), the sums in
+    # float64; then a and a linear out are that sum rounded, and the epilogue's out = a * dcoef
+    # and da = g * dcoef are their float64 products rounded.
+    g = _gen(26)
+    x = torch.randn(2, 5, 6, 7, generator=g).bfloat16()
+    weight = torch.randn(19, 5, 3, 3, generator=g).bfloat16()
+    styles = torch.rand(2, 5, generator=g) + 0.5
+    args = dict(dcoef=None, noise=None, bias=None, padding=(1, 1, 1, 1), flip_weight=True, act="linear", alpha=0.0,
+                gain=1.0, clamp=-1.0, want_a=True)
+    out, a = mc_triton.forward(x.to(DEVICE), weight.to(DEVICE), styles.to(DEVICE), **args)
+    w_mod = (weight.float()[None] * styles[:, None, :, None, None]).bfloat16().double()   # [N, Cout, Cin, 3, 3]
+    def conv(x_, w_):
+        return torch.cat([torch.nn.functional.conv2d(x_[i:i + 1], w_[i], padding=1) for i in range(2)])
+    exact = conv(x.double(), w_mod)
+    magnitude = conv(x.double().abs(), w_mod.abs())   # the dot sums 45 terms in fp32, in its own order
+    _assert_rounded_to_nearest(a, exact, "forward's a", magnitude)
+    _assert_rounded_to_nearest(out, exact, "forward's out (linear)", magnitude)
+    dcoef = torch.rand(2, 19, generator=g) + 0.5
+    scalars = dict(noise=None, bias=None, act="linear", alpha=0.0, gain=1.0, clamp=-1.0)
+    y = mc_triton.epilogue_forward(a, dcoef.to(DEVICE), **scalars)
+    _assert_rounded_to_nearest(y, a.cpu().double() * dcoef.double()[:, :, None, None], "epilogue's out")
+    da, _ = mc_triton.epilogue_backward(out, a, dcoef.to(DEVICE), **scalars)
+    _assert_rounded_to_nearest(da, out.cpu().double() * dcoef.double()[:, :, None, None], "epilogue backward's da")
 
 
 @needs_device
