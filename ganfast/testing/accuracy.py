@@ -4,10 +4,18 @@ Oracle: the reference computed in float64. A fast result in dtype D passes when 
 against the oracle is at most 2x the max error of the reference itself run in dtype D, plus a
 per-dtype floor scaled by the oracle's magnitude (the rule of flash-attention's tests). The floors
 live in one table, here.
+
+The reference's error is one sample of a random quantity: on outputs that are sums with
+cancellation (the parameter gradient of a whole plane) a fast path's error, from another summation
+order, is another sample of the same size, and one sample exceeds twice the other now and then
+with nothing wrong. So a caller may pass further samples of the reference's error
+(`other_ref_errors`: the reference in dtype against float64 on inputs nudged by about an ulp,
+tests/fuzz/harness.py) and the budget is 2x the largest.
 """
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Optional, Sequence
 
 import torch
 
@@ -37,11 +45,13 @@ def first_mismatches(got: torch.Tensor, expected: torch.Tensor, tol: float, k: i
 
 
 def assert_matches_oracle(got: torch.Tensor, oracle: torch.Tensor, ref_same_dtype: Optional[torch.Tensor] = None,
-                          dtype: Optional[torch.dtype] = None, name: str = "output", factor: float = 2.0) -> None:
+                          dtype: Optional[torch.dtype] = None, name: str = "output", factor: float = 2.0,
+                          other_ref_errors: Sequence[float] = ()) -> None:
     """Assert `got` (a fast result) is within the accuracy rule of `oracle` (float64 reference).
 
     ref_same_dtype: the reference run in got's dtype; its error sets the budget. When None the
-    budget is the floor alone (use for float64 comparisons).
+    budget is the floor alone (use for float64 comparisons). other_ref_errors: more samples of the
+    reference-in-dtype max error (of twin cases); the budget takes the largest sample.
     """
     dtype = dtype or got.dtype
     assert got.shape == oracle.shape, f"{name}: shape {tuple(got.shape)} != expected {tuple(oracle.shape)}"
@@ -52,10 +62,13 @@ def assert_matches_oracle(got: torch.Tensor, oracle: torch.Tensor, ref_same_dtyp
     ref_err = 0.0
     if ref_same_dtype is not None and o.numel():
         ref_err = float((ref_same_dtype.detach().to(torch.float64).cpu() - o).abs().max())
+    samples = [e for e in other_ref_errors if math.isfinite(e)]
+    ref_err = max([ref_err] + samples)
     tol = factor * ref_err + floor
     err = float((g - o).abs().max()) if o.numel() else 0.0
     finite = bool(torch.isfinite(g).all()) if g.numel() else True
     if not finite or err > tol:
         raise AssertionError(f"{name} ({dtype}): max error {err:.3g} > budget {tol:.3g} "
-                             f"(2 x reference-in-dtype error {ref_err:.3g} + floor {floor:.3g})\n"
+                             f"({factor:g} x reference-in-dtype error {ref_err:.3g}"
+                             f"{f', the largest of {len(samples) + 1} samples' if samples else ''} + floor {floor:.3g})\n"
                              + first_mismatches(g, o, tol))

@@ -108,7 +108,7 @@ def _inputs(c, nonfinite=False):
                 act=c["act"], alpha=c["alpha"], gain=c["gain"], eps=c["eps"], seed=seed)
 
 
-@fuzz_settings(80)
+@fuzz_settings(120)
 @given(c=_case())
 def test_fuzz_adain_noise(c):
     order = backends.op_grad_order(OP, c["backend"])
@@ -118,7 +118,7 @@ def test_fuzz_adain_noise(c):
              second_order=order is None or order >= 2, seed=c["seed"], backend=c["backend"])
 
 
-@fuzz_settings(80)
+@fuzz_settings(120)
 @given(c=_case())
 def test_fuzz_adain_noise_nonfinite(c):
     check_nonfinite(OP, functools.partial(adain_noise, backend=c["backend"]),

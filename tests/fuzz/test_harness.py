@@ -4,8 +4,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ganfast.testing import assert_matches_oracle
 from tests.fuzz.harness import (CASES, check_nonfinite, check_op, fuzz_backends, fuzz_dtypes, fuzz_settings,
-                                layouts, make_tensor)
+                                layouts, make_tensor, nudged)
 
 
 def _ref(x, w):   # differentiable to any order
@@ -27,6 +28,40 @@ def test_make_tensor_layouts_keep_values(seed, layout):
         assert not t.is_contiguous()
     if layout == "channels_last":
         assert t.is_contiguous(memory_format=torch.channels_last)
+
+
+@fuzz_settings(10)
+@given(seed=st.integers(0, 2**31 - 1), layout=layouts(4, broadcastable=True),
+       dtype=st.sampled_from([torch.float16, torch.bfloat16, torch.float32, torch.float64]))
+def test_nudged_moves_values_by_about_an_ulp_in_the_same_layout(seed, layout, dtype):
+    # the twin case of check_op: same shape, strides and offset; values within 2 ulps, most of
+    # them moved; an expanded tensor stays constant along its broadcast dim, a slice's margin NaN
+    t = make_tensor(seed, (3, 2, 5, 4), layout, dtype)
+    n = nudged(t, seed)
+    assert (n.shape, n.stride(), n.storage_offset(), n.dtype) == (t.shape, t.stride(), t.storage_offset(), dtype)
+    rel = ((n.double() - t.double()).abs() / t.double().abs()).max()
+    assert rel <= 2 * torch.finfo(dtype).eps
+    assert (n != t).double().mean() > 0.3
+    if layout == "expand":
+        assert n.stride(0) == 0
+    if layout == "slice":
+        margin = torch.empty(0, dtype=dtype).set_(n.untyped_storage())[0]
+        assert margin.isnan()
+    assert nudged(3.5, seed) == 3.5 and torch.equal(nudged(torch.arange(3), seed), torch.arange(3))
+
+
+def test_budget_takes_the_largest_reference_error_sample():
+    oracle = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    ref = oracle + torch.tensor([1e-4, 0.0], dtype=torch.float64)
+    got = oracle + torch.tensor([3e-4, 0.0], dtype=torch.float64)   # 3x the first sample's error
+    with pytest.raises(AssertionError, match="budget"):
+        assert_matches_oracle(got, oracle, ref, dtype=torch.float32)
+    # a second sample of the reference's error twice the first covers it; a non-finite one counts for nothing
+    assert_matches_oracle(got, oracle, ref, dtype=torch.float32, other_ref_errors=(2e-4,))
+    with pytest.raises(AssertionError, match="largest of 2 samples"):
+        assert_matches_oracle(got, oracle, ref, dtype=torch.float32, other_ref_errors=(1.4e-4,))
+    with pytest.raises(AssertionError, match="budget"):
+        assert_matches_oracle(got, oracle, ref, dtype=torch.float32, other_ref_errors=(float("inf"), float("nan")))
 
 
 def test_check_op_passes_the_reference_and_counts():

@@ -105,6 +105,7 @@ def _backward_of_forward(ctx, dout, dstats, backward_op=None):
         # autograd.Function wrapper that only the double backward needs.
         dx, ds, dt, sdz, sdzn = _backward(dout, x, s, noise, ns, b, stats, *ctx.args)
     else:
+        # (on the eager graph path dx comes in the accumulation dtype: see _AdainNoiseBackwardFn)
         dx, ds, dt, sdz, sdzn = backward_op(dout, x, s, noise, ns, b, stats, *ctx.args)
     need = ctx.needs_input_grad
     d_noise = None
@@ -116,7 +117,7 @@ def _backward_of_forward(ctx, dout, dstats, backward_op=None):
         d_noise = d_noise.to(noise.dtype)
     d_ns = sdzn.sum(0) if ns is not None and need[4] else None  # sdzn is 0 without noise
     d_b = sdz.sum(0) if b is not None and need[5] else None
-    return (dx, ds if need[1] else None, dt if need[2] else None, d_noise, d_ns, d_b) + (None,) * 6
+    return (dx.to(x.dtype), ds if need[1] else None, dt if need[2] else None, d_noise, d_ns, d_b) + (None,) * 6
 
 
 def _setup_backward(ctx, inputs, output):
@@ -136,10 +137,11 @@ def _backward_of_backward(ctx, gdx, gds, gdt, gsdz, gsdzn):
     def first(*args):
         v = dict(values, **dict(zip(present, args)))
         return reference.backward(v["g"], v["x"], v["s"], v["noise"], v["ns"], v["b"], None,
-                                  act, alpha, gain, eps, seed)
+                                  act, alpha, gain, eps, seed, dx_acc=True)
 
     outs, vjp = autograd_vjp(first, *(values[k] for k in present))
-    cot = tuple(c if c is not None else torch.zeros_like(o) for c, o in zip((gdx, gds, gdt, gsdz, gsdzn), outs))
+    cot = tuple(c.to(o.dtype) if c is not None else torch.zeros_like(o)
+                for c, o in zip((gdx, gds, gdt, gsdz, gsdzn), outs))
     cot = (layout_of(cot[0], outs[0]),) + cot[1:]
     grads = dict(zip(present, vjp(cot)))
     return tuple(grads.get(k) for k in names) + (None,) * 7
@@ -167,9 +169,21 @@ class _AdainNoiseFn(torch.autograd.Function):
 class _AdainNoiseBackwardFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, g, x, s, noise, ns, b, stats, act, alpha, gain, eps, seed, backend):
-        out = _backward(g, x, s, noise, ns, b, stats, act, alpha, gain, eps, seed, backend)
+        if x.dtype in (torch.float16, torch.bfloat16) and ctx.needs_input_grad[3]:
+            # A noise input that takes gradients (rare: StyleGAN's noise is a random input) on
+            # fp16 / bf16: its gradient, sum_c dx * strength_c, is computed from dx outside this
+            # Function, so its own gradient (in strength, x, ...) would differentiate a dx the
+            # kernel rounded to x's dtype; the reference keeps that dx in fp32 (fuzzing found a
+            # bf16 second-order gradient 1.5x over the rule). Here only, the fp32 math path.
+            out = reference.backward(g, x, s, noise, ns, b, stats, act, alpha, gain, eps, seed, dx_acc=True)
+        else:
+            out = _backward(g, x, s, noise, ns, b, stats, act, alpha, gain, eps, seed, backend)
         _setup_backward(ctx, (g, x, s, noise, ns, b, stats, act, alpha, gain, eps, seed, backend), out)
-        return out
+        # dx in the accumulation dtype (s's): the noise gradient is computed from it outside this
+        # Function, and its cotangent must reach the double backward unrounded, summed in fp32
+        # with dx's own (an fp16 / bf16 dx would round that sum: fuzzing found a bf16
+        # second-order style gradient 1.15x over the rule).
+        return (out[0].to(s.dtype),) + tuple(out[1:])
 
     @staticmethod
     def backward(ctx, *grads):
