@@ -68,6 +68,18 @@ def _dz_of(da: torch.Tensor, dcoef: Optional[torch.Tensor]) -> torch.Tensor:
     return da if dcoef is None else da / dcoef.to(da.dtype)[:, :, None, None]
 
 
+def _dz_graph(g, a, dcoef, noise, bias, act, alpha, gain, clamp) -> torch.Tensor:
+    """dL/dz in the accumulation dtype as a differentiable expression of (g, a, dcoef, noise, bias):
+    the noise gradient's source when a graph of the gradients is being built. da / dcoef has the
+    same value, but its derivative in dcoef is two fp16 / bf16 terms (through da, and the
+    division's own) that cancel only up to rounding, a spurious second-order gradient of styles
+    and weight (issue 26: 0.002 in fp16 where float64 gives exactly 0). Costs a few elementwise
+    passes, only in that case (path-length regularization); the plain backward keeps da / dcoef."""
+    acc = _acc(a)
+    return reference.epilogue_backward(g, a.to(acc) * dcoef.to(acc)[:, :, None, None], None, noise, bias,
+                                       act, alpha, gain, clamp)[0]
+
+
 # ---- ganfast::modconv_demod: dcoef [N, Cout] ----
 
 def _demod(weight, styles, backend):
@@ -166,11 +178,14 @@ def _epilogue_setup(ctx, inputs, output):
     ctx.args = (act, alpha, gain, clamp, backend)
 
 
-def _epilogue_grads(need, da, sums, a, dcoef, noise, bias):
-    """(d_a, d_dcoef, d_noise, d_bias) from the epilogue backward's (da, sums); need: which of
-    (a, dcoef, noise, bias) want a gradient."""
+def _epilogue_grads(need, g, da, sums, a, dcoef, noise, bias, args):
+    """(d_a, d_dcoef, d_noise, d_bias) from the epilogue backward's (da, sums) of g = dL/dout;
+    need: which of (a, dcoef, noise, bias) want a gradient; args: (act, alpha, gain, clamp, ...)."""
     d_dcoef = sums[..., 1].to(dcoef.dtype) if dcoef is not None and need[1] else None
-    d_noise = _noise_grad(_dz_of(da, dcoef), noise) if noise is not None and need[2] else None
+    d_noise = None
+    if noise is not None and need[2]:
+        graph = dcoef is not None and torch.is_grad_enabled()
+        d_noise = _noise_grad(_dz_graph(g, a, dcoef, noise, bias, *args[:4]) if graph else _dz_of(da, dcoef), noise)
     d_bias = sums[..., 0].sum(0).to(bias.dtype) if bias is not None and need[3] else None
     return da if need[0] else None, d_dcoef, d_noise, d_bias
 
@@ -186,7 +201,7 @@ def _backward_op(eager: bool):
 def _epilogue_backward_of_forward(ctx, dout, eager=False):
     a, dcoef, noise, bias = ctx.saved_tensors
     da, sums = _backward_op(eager)(dout, a, dcoef, noise, bias, *ctx.args)
-    return _epilogue_grads(ctx.needs_input_grad, da, sums, a, dcoef, noise, bias) + (None,) * 5
+    return _epilogue_grads(ctx.needs_input_grad, dout, da, sums, a, dcoef, noise, bias, ctx.args) + (None,) * 5
 
 
 def _epilogue_backward_setup(ctx, inputs, output):
@@ -291,7 +306,8 @@ def _fused_backward(ctx, dout, da_extra, eager=False):
                            "pre-epilogue output (want_a=False) but a gradient was requested")
     da, sums = _backward_op(eager)(dout, a, dcoef, noise, bias, *ctx.args)
     need = ctx.needs_input_grad
-    _, d_dcoef, d_noise, d_bias = _epilogue_grads((False,) + tuple(need[3:6]), da, sums, a, dcoef, noise, bias)
+    _, d_dcoef, d_noise, d_bias = _epilogue_grads((False,) + tuple(need[3:6]), dout, da, sums, a, dcoef, noise, bias,
+                                                  ctx.args)
     if da_extra is not None and da_extra.numel():  # a is an output too (the double backward uses it)
         da = da + da_extra
     px0, px1, py0, py1 = ctx.pad
