@@ -1,23 +1,48 @@
-"""The attention core on CPU tensors: PyTorch's own flash-attention CPU kernel (blocked, online
-softmax, OpenMP; it never writes the [N, M] matrix).
+"""The attention core on CPU tensors. Forward: PyTorch's own flash-attention CPU kernel (blocked,
+online softmax, OpenMP; it never writes the [N, M] matrix). Backward: a blocked backward written
+here with torch ops, which recomputes P = softmax(S) exactly, row by row (attention_backward).
 
-That kernel wants one head width for queries, keys and values; SAGAN's queries and keys are
-narrower (C/8) than its values (C/2). Zero columns appended to q and k leave every score
+Forward. The kernel wants one head width for queries, keys and values; SAGAN's queries and keys
+are narrower (C/8) than its values (C/2). Zero columns appended to q and k leave every score
 q.k unchanged, so q and k are padded to the value width: the score GEMM then does Dv/D times its
 work (4x at C/8 vs C/2), against an eager path that writes, reads and differentiates the whole
 [N, M] matrix. Measured in bench/results/self_attention.jsonl. self_attention2d pads without a
 copy: it gives q, k and v one width already (zero rows in its projection weight; see _ROWS in
 __init__.py), so for it the functions here only add and drop the head dimension.
+The kernel reads each row of q, k, v and o as a contiguous vector whatever the strides say: a
+transposed view (last-dim stride != 1) gives wrong results, seen here. Rows spaced apart (a row
+stride larger than the width, as in column slices of a wider matrix) it reads correctly, so only
+operands whose last dim is strided are copied (tests/ops/test_self_attention.py,
+test_cpu_core_strided_rows). The ATen op (torch.ops.aten._scaled_dot_product_flash_attention_for_cpu)
+is what F.scaled_dot_product_attention dispatches to on CPU, called directly for its log-sum-exp.
 
-The kernel reads each row of q, k, v, do and o as a contiguous vector whatever the strides say:
-a transposed view (last-dim stride != 1) gives wrong results, seen here. Rows spaced apart (a
-row stride larger than the width, as in column slices of a wider matrix) it reads correctly, so
-only operands whose last dim is strided are copied (tests/ops/test_self_attention.py,
-test_cpu_core_strided_rows).
+Backward, and why not the kernel's own (its _backward op, used until issue 26): that rebuilds P
+as exp(s - lse) from the forward's fp32 log-sum-exp, whose rounding (an ulp of |lse|, ~1e-5 at
+|s| ~ 100) is a relative error of every P that the reference's softmax normalizes away. The fuzz
+tests found the block's first-order gradients over the accuracy rule (fast error <= 2x the
+reference-in-dtype error + floor) on every dtype: in 300 drawn cases each, fp32 dw_theta up to
+15x the budget, fp16 / bf16 dw_theta, dw_phi up to 2.4x; the core alone, dv 7x at |s| ~ 100 in fp32.
+Here each block of query rows holds whole rows of S ([rows, M], about _BLOCK elements), so P is
+exact per row: subtract the row max, exp, divide by the row sum (torch's softmax, as in the
+reference), and dV += P^T dO, dP = dO V^T, dS = P * dP - P rowsum(P * dP), dQ = scale dS K,
+dK += scale dS^T Q. rowsum(P * dP) equals the formulas' rowsum(dO * O) and is what the
+reference's softmax backward computes (with one key it gives dS = 0 exactly); the forward's o,
+rounded to fp16 / bf16, is not read. fp16 / bf16 inputs are upcast once and everything runs in
+fp32; fp32 / fp64 in their own dtype. Now the core's gradients are within the rule on the tests'
+cases (at most 0.73 of the budget in fp32, 0.2 in fp16 / bf16; tests/ops/test_self_attention.py)
+and so are the block's first-order gradients in the fuzz tests' draws, bf16 dgamma aside (one
+case traced to the forward's o); their second-order gradients are not yet (see the fuzz tests'
+CPU marks: the double backward and the half-precision ops around the core).
 
-The two ATen ops used (torch.ops.aten._scaled_dot_product_flash_attention_for_cpu and its
-_backward) are what F.scaled_dot_product_attention dispatches to on CPU; they are called directly
-because the public function neither returns the log-sum-exp nor exposes the backward on its own.
+Cost: the same five GEMMs as the flash backward, in fp32, with four passes over each block of
+scores (softmax, P * dP, its row sums, dS). SAGAN 64x64 (B 4, N 4096, M 1024;
+bench/self_attention_cpu_backward.py, rows in bench/results/self_attention_cpu_backward.jsonl),
+speed relative to the flash backward on a machine that other jobs kept at load ~3.5: 1 thread,
+fp32 0.76x with D = Dv = 128 (the block's padded widths) and 1.27x with D = 32, Dv = 128
+(attention()'s own widths, which this backward needs no padding for); bf16 0.35x and 0.67x (the
+kernel's bf16 GEMMs, on a CPU with AMX, against fp32 ones here: the price of the accuracy).
+2 threads: 0.3-0.6x under that load (each block's nine ops are parallel regions of their own, and
+a busy core stalls each of them; the kernel has one), 0.75x (fp32, 128) in an unrecorded run at load ~1.3.
 """
 from __future__ import annotations
 
@@ -25,8 +50,10 @@ import torch
 import torch.nn.functional as F
 
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-# elements of one score block of the backward (rows x M, fp32: 1 MiB); see attention_backward
-_BLOCK = 1 << 18
+# elements of one block of scores in the backward ([rows, M]; fp32: 4 MiB, two such buffers); see
+# attention_backward. At SAGAN 64x64 blocks of 2^18 were 1.1-1.3x slower, of 2^16 up to 2.5x
+# (bench/self_attention_cpu_backward.py --blocks)
+_BLOCK = 1 << 20
 
 _flash_forward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
 
@@ -92,7 +119,9 @@ def attention_backward(do, q, k, v, o, lse, scale: float = 1.0):
     dv = q.new_zeros(b, m, d_v)
     if b and n:
         # rows x M score blocks of about _BLOCK elements (several batch elements at once when a
-        # whole batch element's [N, M] is smaller)
+        # whole batch element's [N, M] is smaller). Every slice written with out= is contiguous:
+        # blocks of fewer than N rows come one batch element at a time. beta=0 ignores what the
+        # reused buffers held (a NaN of an earlier block included).
         rows = max(1, min(n, _BLOCK // m))
         group = max(1, min(b, _BLOCK // (rows * m)))
         s_buf = q.new_empty(group, rows, m)     # S, then dP, then dS
@@ -108,8 +137,8 @@ def attention_backward(do, q, k, v, o, lse, scale: float = 1.0):
                 torch.ops.aten._softmax.out(s, -1, False, out=p)                   # P = softmax(S), whole rows
                 dv_b.baddbmm_(p.mT, do_i)                                         # dV += P^T dO
                 torch.bmm(do_i, v_b.mT, out=s)                                    # dP = dO V^T
-                delta = torch.linalg.vecdot(p, s).unsqueeze(-1)                   # rowsum(P * dP) = rowsum(dO * O)
-                ds = s.sub_(delta).mul_(p)                                        # dS = P (dP - delta)
+                e = s.mul_(p)                                                     # E = P * dP
+                ds = e.addcmul_(p, e.sum(-1, keepdim=True), value=-1.0)           # dS = E - P rowsum(E)
                 torch.baddbmm(dq[bs, i:i + r], ds, k_b, beta=0.0, alpha=scale, out=dq[bs, i:i + r])  # dQ = scale dS K
                 dk_b.baddbmm_(ds.mT, q_i, alpha=scale)                            # dK += scale dS^T Q
     return dq.to(dtype), dk.to(dtype), dv.to(dtype)
