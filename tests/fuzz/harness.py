@@ -14,8 +14,16 @@ Profiles (see fuzz_settings):
 
 A case (check_op): the oracle is the reference on float64 copies of the inputs; the reference run
 in the case's dtype sets the error budget (ganfast.testing.assert_matches_oracle: 2x its error plus
-a per-dtype floor), taking the larger of two samples of that error: the case itself and a twin
-whose inputs are nudged by about an ulp (`nudged`), each run in float64 and in dtype. Forward values, first-order gradients for a random cotangent and (where the op
+a per-dtype floor), taking the largest of TWINS + 1 samples of that error: the case itself and
+TWINS twins whose inputs are nudged by about an ulp (`nudged`), each run in float64 and in dtype.
+(One sample is a noisy budget where an output is a sum with cancellation or has few elements: a
+fast path exactly as accurate as the reference fails 2x-of-one-sample 30% of the time on a
+one-element output, 2x the largest of 4 samples 4%; fast paths that accumulate in fp32 do better.)
+An output over that budget fails the case when the same check on a copy of the case nudged by about
+an ulp is over budget too: an accuracy defect is systematic and reproduces there, a draw of the
+rounding errors does not (the chance of two for a path as accurate as the reference is ~0.2%). An
+exceedance that does not reproduce is counted, under "<op> (over budget once, not on a nudged
+copy)", and reported with the other counts. Forward values, first-order gradients for a random cotangent and (where the op
 has them) second-order gradients are held to that rule; inputs must be unchanged afterwards (every
 byte of their storage, so a write into the margin of a sliced view is caught too) and no output may
 share storage with an input. When the reference raises for the inputs, the fast path must raise too.
@@ -39,6 +47,7 @@ from ganfast import backends
 from ganfast.testing import assert_matches_oracle, first_mismatches
 
 FUZZ_BACKENDS = ("reference", "cpu", "triton")
+TWINS = 3   # nudged twin cases per check_op case: more samples of the reference's own error
 F64 = torch.float64
 
 # (op, backend, dtype name) -> cases checked. Ops are suffixed for the other kinds of check:
@@ -291,11 +300,15 @@ def _second(grads: list, leaves: dict, diff: Sequence[str], vs: list) -> list:
     return [torch.zeros_like(w) if g is None else g for g, w in zip(got, wrt)]
 
 
-def _twin_error(oracles: Optional[Sequence], refs: Optional[Sequence], i: int) -> float:
-    """The twin case's reference-in-dtype error on its output i: max |ref - oracle| where both are
-    finite floating tensors (else 0: no second sample)."""
-    if oracles is None:
-        return 0.0
+def _twin_errors(twins: list, i: int) -> tuple:
+    """The twin cases' reference-in-dtype errors on output i, twins being (oracle outputs, reference
+    outputs) pairs."""
+    return tuple(_twin_error(o, r, i) for o, r in twins)
+
+
+def _twin_error(oracles: Sequence, refs: Sequence, i: int) -> float:
+    """A twin case's reference-in-dtype error on its output i: max |ref - oracle| where both are
+    finite floating tensors (else 0: no sample)."""
     o, r = oracles[i], refs[i]
     if not (isinstance(o, torch.Tensor) and isinstance(r, torch.Tensor) and o.is_floating_point()
             and r.is_floating_point() and o.shape == r.shape and o.numel()):
@@ -306,7 +319,11 @@ def _twin_error(oracles: Optional[Sequence], refs: Optional[Sequence], i: int) -
     return float((r - o).abs().max())
 
 
-def _compare(got, oracle, ref, dtype: torch.dtype, what: str, context: str, twin_error: float = 0.0) -> None:
+class OverBudget(AssertionError):
+    """A finite fast result over the accuracy budget (check_op retries the case nudged)."""
+
+
+def _compare(got, oracle, ref, dtype: torch.dtype, what: str, context: str, twin_errors: tuple = ()) -> None:
     if not isinstance(oracle, torch.Tensor):
         if got != oracle:
             raise AssertionError(f"{context}\n{what}: got {got!r}, the reference gives {oracle!r}")
@@ -319,7 +336,14 @@ def _compare(got, oracle, ref, dtype: torch.dtype, what: str, context: str, twin
         if not got.is_floating_point():
             assert torch.equal(got, oracle.to(got.dtype)), f"{what}: integer output differs from the reference"
             return
-        assert_matches_oracle(got, oracle, ref, dtype=dtype, name=what, other_ref_errors=(twin_error,))
+        try:
+            assert_matches_oracle(got, oracle, ref, dtype=dtype, name=what, other_ref_errors=twin_errors)
+        except AssertionError as e:
+            if got.shape == oracle.shape and bool(torch.isfinite(got).all()):
+                raise OverBudget(str(e)) from None
+            raise
+    except OverBudget as e:
+        raise OverBudget(f"{context}\n{e}") from None
     except AssertionError as e:
         raise AssertionError(f"{context}\n{e}") from None
 
@@ -350,6 +374,29 @@ def check_op(name: str, fast_fn: Callable, ref_fn: Callable, inputs: dict, *, dt
     messages and the case count (taken from a functools.partial's backend= keyword when omitted).
     """
     backend = _backend_of(fast_fn, backend)
+    args = dict(dtype=dtype, diff=diff, second_order=second_order, seed=seed, nondiff_outputs=nondiff_outputs,
+                backend=backend)
+    try:
+        _check_case(name, fast_fn, ref_fn, inputs, **args)
+    except OverBudget as first:
+        again = {k: nudged(v, int(seed) + 1000) for k, v in inputs.items()}
+        try:
+            _check_case(name, fast_fn, ref_fn, again, **args)
+        except OverBudget as second:
+            raise AssertionError(f"{first}\nand on the case nudged by about an ulp, again:\n"
+                                 f"{_budget_line(second)}") from None
+        CASES[(f"{name} (over budget once, not on a nudged copy)", backend, dtype_name(dtype))] += 1
+
+
+def _budget_line(e: Exception) -> str:
+    """The line of an OverBudget message that names the output and its error against the budget."""
+    return next((line for line in str(e).splitlines() if "> budget" in line), str(e))
+
+
+def _check_case(name: str, fast_fn: Callable, ref_fn: Callable, inputs: dict, *, dtype: torch.dtype,
+                diff: Sequence[str], second_order: bool, seed: int, nondiff_outputs: Sequence[int],
+                backend: str) -> None:
+    """check_op's checks on one set of inputs (counted under CASES when they pass)."""
     context = _context(name, backend, dtype, inputs)
     diff = [k for k in diff if isinstance(inputs.get(k), torch.Tensor) and inputs[k].is_floating_point()]
     before = {k: _storage_bytes(v) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
@@ -367,16 +414,17 @@ def check_op(name: str, fast_fn: Callable, ref_fn: Callable, inputs: dict, *, dt
                              "but the fast path returns") from None
     ref_in = _leaves(inputs, diff, None, copy=True)
     ref = _as_tuple(ref_fn(**ref_in))
-    # A second sample of the reference's own error (a "twin" case): the inputs nudged by about an
-    # ulp, run in float64 and in dtype. Its rounding errors are a fresh draw of the same size, so
-    # the budget (2x the larger of the two errors) no longer rests on one sample; see
-    # ganfast/testing/accuracy.py.
-    twin = {k: nudged(v, seed) for k, v in inputs.items()}
-    twin_oracle_in, twin_ref_in = _leaves(twin, diff, F64, copy=True), _leaves(twin, diff, None, copy=True)
-    try:
-        twin_oracle, twin_ref = _as_tuple(ref_fn(**twin_oracle_in)), _as_tuple(ref_fn(**twin_ref_in))
-    except (TypeError, ValueError, RuntimeError):   # a nudge across a boundary the op checks: one sample
-        twin_oracle = twin_ref = None
+    # More samples of the reference's own error (twin cases): the inputs nudged by about an ulp,
+    # run in float64 and in dtype. Their rounding errors are fresh draws of the same size, so the
+    # budget (2x the largest) does not rest on one sample; see the module docstring.
+    twin_ins = []   # (oracle inputs, reference inputs, oracle outputs, reference outputs)
+    for t in range(TWINS):
+        nudge = {k: nudged(v, seed + 7 * (t + 1)) for k, v in inputs.items()}
+        o_in, r_in = _leaves(nudge, diff, F64, copy=True), _leaves(nudge, diff, None, copy=True)
+        try:
+            twin_ins.append((o_in, r_in, _as_tuple(ref_fn(**o_in)), _as_tuple(ref_fn(**r_in))))
+        except (TypeError, ValueError, RuntimeError):   # a nudge across a boundary the op checks
+            pass
     fast_in = _leaves(inputs, diff, None, copy=False)
     fast = _as_tuple(fast_fn(**fast_in))
 
@@ -391,8 +439,7 @@ def check_op(name: str, fast_fn: Callable, ref_fn: Callable, inputs: dict, *, dt
             raise AssertionError(f"{context}\noutput {i} shares storage with input {in_ptrs[_storage_ptr(o)]}")
 
     for i, (f, o, r) in enumerate(zip(fast, oracle, ref)):
-        twin_err = _twin_error(twin_oracle, twin_ref, i)
-        _compare(f, o, r, dtype, f"output {i}", context, twin_err)
+        _compare(f, o, r, dtype, f"output {i}", context, _twin_errors([(t[2], t[3]) for t in twin_ins], i))
 
     if not diff:
         CASES[(name, backend, dtype_name(dtype))] += 1
@@ -407,25 +454,20 @@ def check_op(name: str, fast_fn: Callable, ref_fn: Callable, inputs: dict, *, dt
     g_oracle = _grads(oracle, oracle_in, diff, cot, second_order)
     g_ref = _grads(ref, ref_in, diff, cot, second_order)
     g_fast = _grads(fast, fast_in, diff, cot, second_order)
-    g_twin_oracle = g_twin_ref = None
-    if twin_oracle is not None:
-        g_twin_oracle = _grads(twin_oracle, twin_oracle_in, diff, cot, second_order)
-        g_twin_ref = _grads(twin_ref, twin_ref_in, diff, cot, second_order)
+    g_twins = [(_grads(t[2], t[0], diff, cot, second_order), _grads(t[3], t[1], diff, cot, second_order))
+               for t in twin_ins]
     for i, (k, f, o, r) in enumerate(zip(diff, g_fast, g_oracle, g_ref)):
-        _compare(f, o, r, dtype, f"gradient of {k}", context, _twin_error(g_twin_oracle, g_twin_ref, i))
+        _compare(f, o, r, dtype, f"gradient of {k}", context, _twin_errors(g_twins, i))
 
     if second_order:
         vs = [draw(t) for t in g_oracle]
         gg_oracle = _second(g_oracle, oracle_in, diff, vs)
         gg_ref = _second(g_ref, ref_in, diff, vs)
         gg_fast = _second(g_fast, fast_in, diff, vs)
-        gg_twin_oracle = gg_twin_ref = None
-        if twin_oracle is not None:
-            gg_twin_oracle = _second(g_twin_oracle, twin_oracle_in, diff, vs)
-            gg_twin_ref = _second(g_twin_ref, twin_ref_in, diff, vs)
+        gg_twins = [(_second(go, t[0], diff, vs), _second(gr, t[1], diff, vs))
+                    for t, (go, gr) in zip(twin_ins, g_twins)]
         for i, (k, f, o, r) in enumerate(zip(diff, gg_fast, gg_oracle, gg_ref)):
-            _compare(f, o, r, dtype, f"second-order gradient of {k}", context,
-                     _twin_error(gg_twin_oracle, gg_twin_ref, i))
+            _compare(f, o, r, dtype, f"second-order gradient of {k}", context, _twin_errors(gg_twins, i))
 
     for k, v in inputs.items():
         if isinstance(v, torch.Tensor) and not torch.equal(before[k], _storage_bytes(v)):

@@ -64,6 +64,27 @@ def test_budget_takes_the_largest_reference_error_sample():
         assert_matches_oracle(got, oracle, ref, dtype=torch.float32, other_ref_errors=(float("inf"), float("nan")))
 
 
+def test_an_over_budget_draw_fails_only_when_it_reproduces_on_a_nudged_copy():
+    # a fast path whose error is a draw of the reference's size: over the budget on the first
+    # inputs only (counted, not failed); a systematic error (3x the reference's, every time) fails
+    x, w = make_tensor(1, (2, 3), "contiguous", torch.float32), make_tensor(2, (2, 3), "contiguous", torch.float32)
+    calls = []
+
+    def once(x, w):   # 1e-5 off on its first call, exact after
+        calls.append(1)
+        return _ref(x, w) + (1e-5 if len(calls) == 1 else 0.0)
+
+    key = ("planted-once", "cpu", "float32")
+    before = CASES[(key[0] + " (over budget once, not on a nudged copy)",) + key[1:]]
+    check_op("planted-once", once, _ref, {"x": x, "w": w}, dtype=torch.float32, diff=(), second_order=False,
+             seed=3, backend="cpu")
+    assert len(calls) == 2
+    assert CASES[(key[0] + " (over budget once, not on a nudged copy)",) + key[1:]] == before + 1
+    with pytest.raises(AssertionError, match="and on the case nudged by about an ulp, again"):
+        check_op("planted-always", lambda x, w: _ref(x, w) + 1e-5, _ref, {"x": x, "w": w}, dtype=torch.float32,
+                 diff=(), second_order=False, seed=3, backend="cpu")
+
+
 def test_check_op_passes_the_reference_and_counts():
     x, w = make_tensor(1, (2, 3), "slice", torch.float16), make_tensor(2, (2, 3), "transpose", torch.float16)
     before = CASES[("planted", "cpu", "float16")]

@@ -9,9 +9,11 @@ What runs where (backend cpu or triton; the reference backend is reference.self_
   activation-sized pad or copy.
 - Attention core: the backend's flash kernel (online softmax; the [N, M] matrix is never
   written): triton.py on CUDA tensors, PyTorch's CPU flash kernel (cpu.py) on CPU tensors; as the
-  custom op ganfast::sa_attention (q [B, N, Cq], k [B, M, Cq], v [B, M, Cv] -> o [B, N, Cv],
-  lse [B, N]) under torch.compile. Its backward recomputes the probabilities from the saved
-  log-sum-exp.
+  custom op ganfast::sa_attention (q [B, N, Cq], k [B, M, Cq], v [B, M, Cv] -> o [B, N, Cv] and
+  the backend's row statistics: lse [B, N] on cpu; on triton the row max and row sum, and for
+  fp16 / bf16 o in fp32, [B, 2 (+ Cv), N])
+  under torch.compile. Its backward recomputes the probabilities from them (cpu: exactly, per
+  row, from the scores themselves).
 - Output: gamma is folded into the small w_o and the product is accumulated onto x in the same
   GEMM (baddbmm: y = x + (gamma w_o) o^T), so x + gamma * o costs no pass of its own.
 
@@ -65,6 +67,9 @@ def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: floa
 @_attention_op.register_fake
 def _(q, k, v, scale, backend):
     b, n, _ = q.shape
+    if backend == "triton":   # row max, row sum (and fp32 o for fp16 / bf16): triton.py, "Saved statistics"
+        rows = 2 + v.shape[-1] if q.dtype != torch.float32 else 2
+        return q.new_empty(b, n, v.shape[-1]), q.new_empty(b, rows, n, dtype=torch.float32)
     lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     return q.new_empty(b, n, v.shape[-1]), q.new_empty(b, n, dtype=lse_dtype)
 

@@ -69,13 +69,16 @@ def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: floa
 def attention_backward_ref(do, q, k, v, scale: float = 1.0):
     """(dq, dk, dv) of attention_ref for the incoming gradient do [B, N, Dv], written out (the
     formulas a flash backward recomputes: P = softmax(S), dV = P^T dO, dP = dO V^T,
-    dS = P * (dP - rowsum(dO * O)), dQ = scale dS K, dK = scale dS^T Q). Differentiable."""
+    dS = P * (dP - rowsum(P * dP)), dQ = scale dS K, dK = scale dS^T Q). Differentiable.
+
+    rowsum(P * dP) equals rowsum(dO * O) (a flash backward's delta); it is the form autograd's
+    softmax backward takes, whose rows of dS sum to 0 up to their own rounding (one key: dS = 0
+    exactly, as the scores then have no gradient); from O they differ by a rounding of dO . V."""
     s = torch.matmul(q, k.transpose(1, 2)) * scale
     p = torch.softmax(s, dim=-1)
-    o = torch.matmul(p, v)
     dv = torch.matmul(p.transpose(1, 2), do)
     dp = torch.matmul(do, v.transpose(1, 2))
-    ds = p * (dp - (do * o).sum(-1, keepdim=True))
+    ds = p * (dp - (p * dp).sum(-1, keepdim=True))
     return torch.matmul(ds, k) * scale, torch.matmul(ds.transpose(1, 2), q) * scale, dv
 
 

@@ -9,17 +9,17 @@ fp32, one program per (sample, block) on a flat sample-major grid.
 
   _forward_kernel     a query block; loops over key blocks with an online softmax: running max m,
                       running sum l, fp32 accumulator rescaled by exp(m_old - m_new);
-                      o = acc / l, lse = m + log l.
+                      o = acc / l; saves the row statistics (m, l).
   _delta_kernel       delta = rowsum(do * o) in fp32, [BLOCK_N, BLOCK_DV] tiles.
   _dkdv_kernel        a key block; k and v stay in registers while it loops over query blocks,
-                      recomputing P^T = exp(scale k q^T - lse) from the saved lse:
+                      recomputing P^T = exp(scale k q^T - m) / l from the saved (m, l):
                       dv += P^T do, dS^T = P^T * (v do^T - delta), dk += dS^T q.
   _dq_kernel          a query block; loops over key blocks: dq += dS k.
 Every gradient element is summed by one program in a fixed order: deterministic, no atomics.
 
-Exponentials are exp2 with log2(e) applied after subtracting the row's max (forward) or lse
-(backward): (s - m) * LOG2E rather than s * (scale * LOG2E) - m * LOG2E, so the exponent carries no
-rounding of |s| beyond the score's own (scale = 1 in SAGAN: s is the dot itself).
+Exponentials are exp2 with log2(e) applied after subtracting the row's max: (s - m) * LOG2E rather
+than s * (scale * LOG2E) - m * LOG2E, so the exponent carries no rounding of |s| beyond the score's
+own (scale = 1 in SAGAN: s is the dot itself).
 
 Dots: fp16/bf16 operands go to the tensor cores (mma.sync on sm_80; wgmma on sm_90 where a
 warpgroup gets 64 rows, mma.sync on the narrower tiles), with P and dS cast to the input dtype
@@ -28,10 +28,24 @@ mantissa bits and would break float32 accuracy. DOT_FP32 upcasts the operands (a
 to the input dtype) because the Triton 3.9 interpreter computes bf16 dots wrongly; the launchers
 set it only there (dot_fp32).
 
-Accuracy: the backward's P is normalized only as well as exp(s - lse) with an fp32 lse can be:
-its dominant entries carry the exponent's absolute error (about an ulp of |lse|) as a relative
-error, which the reference's own softmax does not. Immaterial at ordinary scores; at |scores| ~
-1000 it is 1e-4 (see tests/ops/test_self_attention_triton.py, test_large_scores).
+Saved statistics (`stats`, fp32 [B, 2, N], or [B, 2 + Dv, N] for fp16 / bf16):
+- each row's max m and sum l = sum exp(s - m) apart, not flash-attention's single log-sum-exp
+  m + log l. The backward's P = exp(s - m) / l then carries the rounding of (s - m) and of one
+  division, as the reference's softmax does. From an fp32 lse, exp(s - lse) carries lse's own
+  rounding (an ulp of |lse|) as a relative error of every P: float32 gradients up to 4x over the
+  accuracy rule (fuzzing, issue 26), 1e-4 relative at |scores| ~ 1000. 4 bytes more per row.
+- fp16 / bf16: o itself in fp32 (rows 2.., [Dv, N] per sample), for delta = rowsum(do * o). The
+  backward's dS = P * (dP - delta) cancels to the scores' gradients only as well as delta agrees
+  with the fp32 dP; delta from o rounded to the input dtype (flash-attention's) put the block's
+  query / key weight gradients up to 6x over the rule (fuzzing, issue 26). 4 bytes per element of
+  o (3x the memory of o itself in bf16), one more store of a tile the forward holds anyway.
+- One key (M = 1, a map the pool leaves one pixel of): P = 1 whatever the scores, so dq = dk = 0
+  exactly and dv = do; the launcher writes that (the kernels would form 0 as the difference of two
+  roundings of do . v).
+
+bf16 under the interpreter: its casts truncate where the compiled cast rounds to nearest, so P, dS
+and the outputs are rounded explicitly first (ganfast.ops._triton.round_bf16, ROUND_BF16); compiled
+kernels are unchanged by it.
 
 Offsets are int32 within a sample (the launchers check that a sample fits) and int64 across
 samples. Tile shapes are in TILES. Resources (Triton 3.9 ptxas, every aot_specs entry, sm_80 /
@@ -49,9 +63,9 @@ import triton
 import triton.language as tl
 
 from ganfast import backends
+from ganfast.ops._triton import round_bf16, rounds_bf16
 
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)   # exp(x) = exp2(x * LOG2E)
-LN2: tl.constexpr = tl.constexpr(0.6931471805599453)     # log(x) = log2(x) * LN2
 
 
 # ---- shared pieces ----
@@ -86,12 +100,13 @@ def _forward_kernel(
     k_ptr,      # [B, M, D] T, strides sk_b, sk_m, sk_d
     v_ptr,      # [B, M, Dv] T, strides sv_b, sv_m, sv_d
     o_ptr,      # [B, N, Dv] T, contiguous
-    lse_ptr,    # [B, N] fp32, contiguous: logsumexp over keys of scale * q k^T (natural log)
+    stats_ptr,  # [B, R, N] fp32, contiguous (R = 2, or 2 + Dv with SAVE_O32): per query row, the max
+                # m of scale * q k^T, the sum of exp(s - m), and (SAVE_O32) o in fp32
     N, M, D, Dv,
     sq_b, sq_n, sq_d, sk_b, sk_m, sk_d, sv_b, sv_m, sv_d,
     scale,      # fp32
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    DOT_FP32: tl.constexpr,
+    DOT_FP32: tl.constexpr, ROUND_BF16: tl.constexpr, SAVE_O32: tl.constexpr,
 ):
     # Flat grid, sample-major: the query blocks sharing a sample's k and v run together (L2).
     pid = tl.program_id(0)
@@ -121,19 +136,24 @@ def _forward_kernel(
         p = tl.math.exp2((s - m_new[:, None]) * LOG2E)
         l_i = l_i * alpha + tl.sum(p, axis=1)
         v = _rows(v_b, m, e, sv_m, sv_d, m_ok, e_ok)                         # [BLOCK_M, BLOCK_DV]
-        acc = _dot(p.to(v.dtype), v, acc * alpha[:, None], DOT_FP32)
+        acc = _dot(round_bf16(p, ROUND_BF16).to(v.dtype), v, acc * alpha[:, None], DOT_FP32)
         m_i = m_new
     o = acc / l_i[:, None]
     o_offs = b * N * Dv + n[:, None] * Dv + e[None, :]
-    tl.store(o_ptr + o_offs, o.to(o_ptr.dtype.element_ty), mask=n_ok[:, None] & e_ok[None, :])
-    tl.store(lse_ptr + b * N + n, m_i + tl.math.log2(l_i) * LN2, mask=n_ok)
+    tl.store(o_ptr + o_offs, round_bf16(o, ROUND_BF16).to(o_ptr.dtype.element_ty), mask=n_ok[:, None] & e_ok[None, :])
+    rows = 2 + Dv if SAVE_O32 else 2
+    stats_b = stats_ptr + b * rows * N
+    tl.store(stats_b + n, m_i, mask=n_ok)
+    tl.store(stats_b + N + n, l_i, mask=n_ok)
+    if SAVE_O32:
+        tl.store(stats_b + (2 + e[None, :]) * N + n[:, None], o, mask=n_ok[:, None] & e_ok[None, :])
 
 
 # ---- backward ----
 
 @triton.jit
 def _delta_kernel(
-    o_ptr,      # [B, N, Dv] T, strides so_b, so_n, so_d
+    o_ptr,      # [B, N, Dv] T or fp32 (the forward's fp32 o, from stats), strides so_b, so_n, so_d
     do_ptr,     # [B, N, Dv] T, strides sdo_b, sdo_n, sdo_d: dL/do
     delta_ptr,  # [B, N] fp32, contiguous: rowsum(do * o)
     N, Dv, so_b, so_n, so_d, sdo_b, sdo_n, sdo_d,
@@ -157,15 +177,15 @@ def _dkdv_kernel(
     k_ptr,      # [B, M, D] T, strides sk_b, sk_m, sk_d
     v_ptr,      # [B, M, Dv] T, strides sv_b, sv_m, sv_d
     do_ptr,     # [B, N, Dv] T, strides sdo_b, sdo_n, sdo_d: dL/do
-    lse_ptr,    # [B, N] fp32, strides sl_b, sl_n: the forward's lse (natural log)
+    stats_ptr,  # [B, 2, N] fp32, strides ss_b, ss_r, ss_n: the forward's row max m and row sum l
     delta_ptr,  # [B, N] fp32, contiguous: rowsum(do * o)
     dk_ptr,     # [B, M, D] T, contiguous
     dv_ptr,     # [B, M, Dv] T, contiguous
     N, M, D, Dv,
-    sq_b, sq_n, sq_d, sk_b, sk_m, sk_d, sv_b, sv_m, sv_d, sdo_b, sdo_n, sdo_d, sl_b, sl_n,
+    sq_b, sq_n, sq_d, sk_b, sk_m, sk_d, sv_b, sv_m, sv_d, sdo_b, sdo_n, sdo_d, ss_b, ss_r, ss_n,
     scale,      # fp32
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    DOT_FP32: tl.constexpr,
+    DOT_FP32: tl.constexpr, ROUND_BF16: tl.constexpr,
 ):
     pid = tl.program_id(0)
     num_mb = tl.cdiv(M, BLOCK_M)
@@ -187,19 +207,21 @@ def _dkdv_kernel(
         n_ok = n < N
         q = _rows(q_b, n, d, sq_n, sq_d, n_ok, d_ok)                         # [BLOCK_N, BLOCK_D]
         do = _rows(do_b, n, e, sdo_n, sdo_d, n_ok, e_ok)                     # [BLOCK_N, BLOCK_DV]
-        lse = tl.load(lse_ptr + b * sl_b + n * sl_n, mask=n_ok, other=0.0)
+        row_max = tl.load(stats_ptr + b * ss_b + n * ss_n, mask=n_ok, other=0.0)
+        inv_sum = 1.0 / tl.load(stats_ptr + b * ss_b + ss_r + n * ss_n, mask=n_ok, other=1.0)
         delta = tl.load(delta_ptr + b * N + n, mask=n_ok, other=0.0)
         st = _dot(k, tl.trans(q), tl.zeros([BLOCK_M, BLOCK_N], tl.float32), DOT_FP32) * scale
-        # Padded queries contribute nothing (their lse is a stand-in 0).
-        pt = tl.where(n_ok[None, :], tl.math.exp2((st - lse[None, :]) * LOG2E), 0.0)   # P^T
-        dv = _dot(pt.to(do.dtype), do, dv, DOT_FP32)
+        # Padded queries contribute nothing (their statistics are stand-ins).
+        pt = tl.where(n_ok[None, :], tl.math.exp2((st - row_max[None, :]) * LOG2E) * inv_sum[None, :], 0.0)   # P^T
+        dv = _dot(round_bf16(pt, ROUND_BF16).to(do.dtype), do, dv, DOT_FP32)
         dpt = _dot(v, tl.trans(do), tl.zeros([BLOCK_M, BLOCK_N], tl.float32), DOT_FP32)
         dst = pt * (dpt - delta[None, :])
-        dk = _dot(dst.to(q.dtype), q, dk, DOT_FP32)
+        dk = _dot(round_bf16(dst, ROUND_BF16).to(q.dtype), q, dk, DOT_FP32)
     dk_offs = b * M * D + m[:, None] * D + d[None, :]
-    tl.store(dk_ptr + dk_offs, (dk * scale).to(dk_ptr.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
+    tl.store(dk_ptr + dk_offs, round_bf16(dk * scale, ROUND_BF16).to(dk_ptr.dtype.element_ty),
+             mask=m_ok[:, None] & d_ok[None, :])
     dv_offs = b * M * Dv + m[:, None] * Dv + e[None, :]
-    tl.store(dv_ptr + dv_offs, dv.to(dv_ptr.dtype.element_ty), mask=m_ok[:, None] & e_ok[None, :])
+    tl.store(dv_ptr + dv_offs, round_bf16(dv, ROUND_BF16).to(dv_ptr.dtype.element_ty), mask=m_ok[:, None] & e_ok[None, :])
 
 
 @triton.jit
@@ -208,14 +230,15 @@ def _dq_kernel(
     k_ptr,      # [B, M, D] T, strides sk_b, sk_m, sk_d
     v_ptr,      # [B, M, Dv] T, strides sv_b, sv_m, sv_d
     do_ptr,     # [B, N, Dv] T, strides sdo_b, sdo_n, sdo_d: dL/do
-    lse_ptr,    # [B, N] fp32, strides sl_b, sl_n: the forward's lse (natural log)
+    stats_ptr,  # [B, 2, N] fp32, strides ss_b, ss_r, ss_n: the forward's row max m and row sum l
     delta_ptr,  # [B, N] fp32, contiguous: rowsum(do * o)
     dq_ptr,     # [B, N, D] T, contiguous
     N, M, D, Dv,
-    sq_b, sq_n, sq_d, sk_b, sk_m, sk_d, sv_b, sv_m, sv_d, sdo_b, sdo_n, sdo_d, sl_b, sl_n,
+    sq_b, sq_n, sq_d, sk_b, sk_m, sk_d, sv_b, sv_m, sv_d, sdo_b, sdo_n, sdo_d, ss_b, ss_r, ss_n,
     scale,      # fp32
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    DOT_FP32: tl.constexpr,
+    DOT_FP32: tl.constexpr, ROUND_BF16: tl.constexpr,
+    FOLD_SUM: tl.constexpr,     # fp32: 1/l applied to dq after the loop (see there)
 ):
     pid = tl.program_id(0)
     num_nb = tl.cdiv(N, BLOCK_N)
@@ -228,7 +251,9 @@ def _dq_kernel(
     e_ok = e < Dv
     q = _rows(q_ptr + b * sq_b, n, d, sq_n, sq_d, n_ok, d_ok)               # [BLOCK_N, BLOCK_D]
     do = _rows(do_ptr + b * sdo_b, n, e, sdo_n, sdo_d, n_ok, e_ok)          # [BLOCK_N, BLOCK_DV]
-    lse = tl.load(lse_ptr + b * sl_b + n * sl_n, mask=n_ok, other=0.0)
+    row_max = tl.load(stats_ptr + b * ss_b + n * ss_n, mask=n_ok, other=0.0)
+    if not FOLD_SUM:
+        inv_sum = 1.0 / tl.load(stats_ptr + b * ss_b + ss_r + n * ss_n, mask=n_ok, other=1.0)
     delta = tl.load(delta_ptr + b * N + n, mask=n_ok, other=0.0)
     k_b = k_ptr + b * sk_b
     v_b = v_ptr + b * sv_b
@@ -239,13 +264,22 @@ def _dq_kernel(
         kt = _cols(k_b, m, d, sk_m, sk_d, m_ok, d_ok)                        # [BLOCK_D, BLOCK_M]
         vt = _cols(v_b, m, e, sv_m, sv_d, m_ok, e_ok)                        # [BLOCK_DV, BLOCK_M]
         s = _dot(q, kt, tl.zeros([BLOCK_N, BLOCK_M], tl.float32), DOT_FP32) * scale
-        # Padded keys must give exactly 0: exp(0 - lse) may be inf, and inf * 0 (their k) is NaN.
-        p = tl.where(m_ok[None, :], tl.math.exp2((s - lse[:, None]) * LOG2E), 0.0)
+        # Padded keys must give exactly 0: exp(0 - m) may be inf, and inf * 0 (their k) is NaN.
+        if FOLD_SUM:   # exp(s - m) unnormalized: 1/l is applied to dq after the loop
+            p = tl.where(m_ok[None, :], tl.math.exp2((s - row_max[:, None]) * LOG2E), 0.0)
+        else:
+            p = tl.where(m_ok[None, :], tl.math.exp2((s - row_max[:, None]) * LOG2E) * inv_sum[:, None], 0.0)
         dp = _dot(do, vt, tl.zeros([BLOCK_N, BLOCK_M], tl.float32), DOT_FP32)
         ds = p * (dp - delta[:, None])
-        dq = _dot(ds.to(kt.dtype), tl.trans(kt), dq, DOT_FP32)
+        dq = _dot(round_bf16(ds, ROUND_BF16).to(kt.dtype), tl.trans(kt), dq, DOT_FP32)
+    if FOLD_SUM:
+        # dq = sum_j exp(s - m) / l (dP - delta) k_j with 1/l taken out of the sum: no third row
+        # vector is live through the loop (the fp32 tiles spilled with one on sm_80). fp32 only: in
+        # fp16 / bf16 the unnormalized dS, up to M times larger, could overflow its cast for the dot.
+        dq = dq / tl.load(stats_ptr + b * ss_b + ss_r + n * ss_n, mask=n_ok, other=1.0)[:, None]
     dq_offs = b * N * D + n[:, None] * D + d[None, :]
-    tl.store(dq_ptr + dq_offs, (dq * scale).to(dq_ptr.dtype.element_ty), mask=n_ok[:, None] & d_ok[None, :])
+    tl.store(dq_ptr + dq_offs, round_bf16(dq * scale, ROUND_BF16).to(dq_ptr.dtype.element_ty),
+             mask=n_ok[:, None] & d_ok[None, :])
 
 
 # ---- launch configuration ----
@@ -380,30 +414,52 @@ def _device(t: torch.Tensor):
 
 def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                       scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """attention_ref(q, k, v, scale, return_lse=True) on Triton.
+    """attention_ref(q, k, v, scale) on Triton, with the row statistics its backward takes.
 
     q [B, N, D], k [B, M, D], v [B, M, Dv]: any strides, one dtype among float32 / float16 /
-    bfloat16, one device; D <= MAX_D, Dv <= MAX_DV. Returns (o [B, N, Dv] in q's dtype, lse [B, N]
-    float32: logsumexp over keys of scale * q k^T, natural log), new contiguous tensors.
-    No keys (M = 0): o = 0 and lse = -inf, as the reference.
+    bfloat16, one device; D <= MAX_D, Dv <= MAX_DV. Returns (o [B, N, Dv] in q's dtype, stats
+    [B, 2, N] float32: stats[:, 0] the max over keys of scale * q k^T, stats[:, 1] the sum over keys
+    of exp(scale * q k^T - max); lse_of(stats) is the reference's log-sum-exp), new contiguous
+    tensors; for fp16 / bf16 stats is [B, 2 + Dv, N], rows 2.. holding o in fp32 (the backward's
+    delta: see "Saved statistics"). No keys (M = 0): o = 0, max -inf and sum 0 (lse -inf, as the
+    reference).
     """
     fn = "attention_forward"
     b, n, m, d, d_v = _check_qkv(fn, q, k, v)
     scale = _check_scale(fn, scale)
     o = _alloc((b, n, d_v), q.dtype, q.device)
-    lse = _alloc((b, n), torch.float32, q.device)
+    save_o32 = saves_o32(q.dtype)
+    stats = _alloc((b, stats_rows(q.dtype, d_v), n), torch.float32, q.device)
     if b * n == 0:
-        return o, lse
+        return o, stats
     if m == 0:
-        return o.zero_(), lse.fill_(float("-inf"))
+        stats[:, 0].fill_(float("-inf"))
+        stats[:, 1:].zero_()
+        return o.zero_(), stats
     cfg = tiles("forward", d, d_v, q.dtype)
     _check_fits(fn, dict(q=q, k=k, v=v, o=o), max(cfg["BLOCK_N"], cfg["BLOCK_M"]))
     grid = (b * triton.cdiv(n, cfg["BLOCK_N"]),)
     with _device(q):
-        _forward_kernel[grid](q, k, v, o, lse, n, m, d, d_v, *q.stride(), *k.stride(), *v.stride(),
+        _forward_kernel[grid](q, k, v, o, stats, n, m, d, d_v, *q.stride(), *k.stride(), *v.stride(),
                               scale, BLOCK_D=head_block(d), BLOCK_DV=head_block(d_v),
-                              DOT_FP32=dot_fp32(q.dtype), **cfg, **_FP_FUSION)
-    return o, lse
+                              DOT_FP32=dot_fp32(q.dtype), ROUND_BF16=rounds_bf16(q.dtype), SAVE_O32=save_o32,
+                              **cfg, **_FP_FUSION)
+    return o, stats
+
+
+def saves_o32(dtype: torch.dtype) -> bool:
+    """Whether the forward keeps o in fp32 in its stats (fp16 / bf16: see "Saved statistics")."""
+    return dtype != torch.float32
+
+
+def stats_rows(dtype: torch.dtype, dv: int) -> int:
+    """R of the forward's stats [B, R, N] for inputs in dtype and values dv wide."""
+    return 2 + dv if saves_o32(dtype) else 2
+
+
+def lse_of(stats: torch.Tensor) -> torch.Tensor:
+    """The log-sum-exp [B, N] (natural log, fp32) of attention_forward's row statistics [B, 2, N]."""
+    return stats[:, 0] + torch.log(stats[:, 1])
 
 
 def delta_config(dv: int) -> dict:
@@ -413,12 +469,14 @@ def delta_config(dv: int) -> dict:
 
 
 def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
-                       lse: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """attention_backward_ref(do, q, k, v, scale) on Triton, from the forward's o and lse.
+                       stats: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """attention_backward_ref(do, q, k, v, scale) on Triton, from the forward's o and stats.
 
-    do, o: [B, N, Dv] in q's dtype, any strides; lse: [B, N] float32, any strides; q, k, v as in
-    attention_forward. Returns (dq, dk, dv): new contiguous tensors with the shapes and dtype of
-    q, k, v. P is recomputed per tile from lse; deterministic (no atomics).
+    do, o: [B, N, Dv] in q's dtype, any strides; stats: [B, R, N] float32 (attention_forward's row
+    max, row sum and, R = 2 + Dv for fp16 / bf16, o in fp32), any strides; q, k, v as in
+    attention_forward. Returns (dq, dk, dv): new
+    contiguous tensors with the shapes and dtype of q, k, v. P is recomputed per tile as
+    exp(s - max) / sum; deterministic (no atomics).
     """
     fn = "attention_backward"
     b, n, m, d, d_v = _check_qkv(fn, q, k, v)
@@ -427,32 +485,43 @@ def attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
         _check_tensor(fn, name, t, "[B, N, Dv]", 3)
         if tuple(t.shape) != (b, n, d_v) or t.dtype != q.dtype:
             raise _fail(fn, f"{name} must be [B, N, Dv] = {[b, n, d_v]} in q's dtype {q.dtype}, got {_describe(t)}")
-    _check_tensor(fn, "lse", lse, "[B, N]", 2)
-    if tuple(lse.shape) != (b, n) or lse.dtype != torch.float32:
-        raise _fail(fn, f"lse must be [B, N] = {[b, n]} float32, got {_describe(lse)}")
-    _check_device(fn, q, do=do, o=o, lse=lse)
+    rows = stats_rows(q.dtype, d_v)
+    _check_tensor(fn, "stats", stats, "[B, R, N]", 3)
+    if tuple(stats.shape) != (b, rows, n) or stats.dtype != torch.float32:
+        raise _fail(fn, f"stats must be [B, R, N] = {[b, rows, n]} float32 (attention_forward's for {q.dtype} "
+                        f"values {d_v} wide), got {_describe(stats)}")
+    _check_device(fn, q, do=do, o=o, stats=stats)
     dq = _alloc((b, n, d), q.dtype, q.device)
     dk = _alloc((b, m, d), q.dtype, q.device)
     dv = _alloc((b, m, d_v), q.dtype, q.device)
     if b * n == 0 or m == 0:
         # Softmax over no keys: o is 0 whatever q, so dq is 0; with no queries nothing reaches k, v.
         return dq.zero_(), dk.zero_(), dv.zero_()
+    if m == 1:
+        # One key: P = 1 whatever the scores, o = v; the scores get no gradient, dv = sum of do
+        # (exact, where the kernels would form 0 as a difference of two roundings of do . v).
+        dv.copy_(do.sum(dim=1, keepdim=True, dtype=torch.float32))
+        return dq.zero_(), dk.zero_(), dv
     delta = _alloc((b, n), torch.float32, q.device)
     dcfg = delta_config(d_v)
     kv_cfg = tiles("dkdv", d, d_v, q.dtype)
     q_cfg = tiles("dq", d, d_v, q.dtype)
     rows = max(dcfg["BLOCK_N"], kv_cfg["BLOCK_N"], kv_cfg["BLOCK_M"], q_cfg["BLOCK_N"], q_cfg["BLOCK_M"])
-    _check_fits(fn, dict(q=q, k=k, v=v, do=do, o=o, lse=lse, dq=dq, dk=dk, dv=dv), rows)
-    common = dict(BLOCK_D=head_block(d), BLOCK_DV=head_block(d_v), DOT_FP32=dot_fp32(q.dtype), **_FP_FUSION)
-    strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), *lse.stride())
+    _check_fits(fn, dict(q=q, k=k, v=v, do=do, o=o, dq=dq, dk=dk, dv=dv), rows)
+    common = dict(BLOCK_D=head_block(d), BLOCK_DV=head_block(d_v), DOT_FP32=dot_fp32(q.dtype),
+                  ROUND_BF16=rounds_bf16(q.dtype), **_FP_FUSION)
+    strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), *stats.stride())
+    # fp16 / bf16: delta from the forward's fp32 o (stats rows 2..), not o rounded to the dtype
+    o_delta = stats[:, 2:].transpose(1, 2) if saves_o32(q.dtype) else o
     with _device(q):
         _delta_kernel[(b * triton.cdiv(n, dcfg["BLOCK_N"]),)](
-            o, do, delta, n, d_v, *o.stride(), *do.stride(), **dcfg, num_warps=DELTA_WARPS,
+            o_delta, do, delta, n, d_v, *o_delta.stride(), *do.stride(), **dcfg, num_warps=DELTA_WARPS,
             num_stages=DELTA_STAGES, **_FP_FUSION)
         _dkdv_kernel[(b * triton.cdiv(m, kv_cfg["BLOCK_M"]),)](
-            q, k, v, do, lse, delta, dk, dv, n, m, d, d_v, *strides, scale, **kv_cfg, **common)
+            q, k, v, do, stats, delta, dk, dv, n, m, d, d_v, *strides, scale, **kv_cfg, **common)
         _dq_kernel[(b * triton.cdiv(n, q_cfg["BLOCK_N"]),)](
-            q, k, v, do, lse, delta, dq, n, m, d, d_v, *strides, scale, **q_cfg, **common)
+            q, k, v, do, stats, delta, dq, n, m, d, d_v, *strides, scale, FOLD_SUM=q.dtype == torch.float32,
+            **q_cfg, **common)
     return dq, dk, dv
 
 
@@ -467,7 +536,7 @@ AOT_M = 1024              # ... and 32x32 keys (2x2 max-pooled)
 
 def _spec(kernel: str, dtype: torch.dtype, d: int, dv: int, n: int = AOT_N, m: int = AOT_M) -> dict:
     """The launch of `kernel` on n queries and m keys in the real layout (q, k, v transposed views
-    of [B, D, N] / [B, Dv, M] maps; do, o, lse contiguous), its ints specialized as the JIT does
+    of [B, D, N] / [B, Dv, M] maps; do, o, stats contiguous), its ints specialized as the JIT does
     (1 a constant, multiples of 16 aligned)."""
     t = f"*{_TRITON_DTYPE[dtype]}"
     q_strides = dict(sq_b=d * n, sq_n=1, sq_d=n)
@@ -477,25 +546,32 @@ def _spec(kernel: str, dtype: torch.dtype, d: int, dv: int, n: int = AOT_N, m: i
     sizes = dict(N=n, M=m, D=d, Dv=dv)
     floats = {}
     if kernel == "_forward_kernel":
-        pointers = dict(q_ptr=t, k_ptr=t, v_ptr=t, o_ptr=t, lse_ptr="*fp32")
+        pointers = dict(q_ptr=t, k_ptr=t, v_ptr=t, o_ptr=t, stats_ptr="*fp32")
         ints = dict(**sizes, **q_strides, **k_strides, **v_strides)
         floats = dict(scale="fp32")
         cfg = tiles("forward", d, dv, dtype)
-        constexprs = dict(BLOCK_N=cfg["BLOCK_N"], BLOCK_M=cfg["BLOCK_M"])
+        constexprs = dict(BLOCK_N=cfg["BLOCK_N"], BLOCK_M=cfg["BLOCK_M"], SAVE_O32=saves_o32(dtype))
     elif kernel == "_delta_kernel":
-        pointers = dict(o_ptr=t, do_ptr=t, delta_ptr="*fp32")
-        ints = dict(N=n, Dv=dv, so_b=n * dv, so_n=dv, so_d=1, **do_strides)
+        if saves_o32(dtype):   # the forward's fp32 o: rows 2.. of stats [B, 2 + Dv, N], transposed
+            pointers = dict(o_ptr="*fp32", do_ptr=t, delta_ptr="*fp32")
+            ints = dict(N=n, Dv=dv, so_b=(2 + dv) * n, so_n=1, so_d=n, **do_strides)
+        else:
+            pointers = dict(o_ptr=t, do_ptr=t, delta_ptr="*fp32")
+            ints = dict(N=n, Dv=dv, so_b=n * dv, so_n=dv, so_d=1, **do_strides)
         cfg = dict(num_warps=DELTA_WARPS, num_stages=DELTA_STAGES)
         constexprs = delta_config(dv)
     else:
-        pointers = dict(q_ptr=t, k_ptr=t, v_ptr=t, do_ptr=t, lse_ptr="*fp32", delta_ptr="*fp32")
+        pointers = dict(q_ptr=t, k_ptr=t, v_ptr=t, do_ptr=t, stats_ptr="*fp32", delta_ptr="*fp32")
         pointers.update(dict(dk_ptr=t, dv_ptr=t) if kernel == "_dkdv_kernel" else dict(dq_ptr=t))
-        ints = dict(**sizes, **q_strides, **k_strides, **v_strides, **do_strides, sl_b=n, sl_n=1)
+        ints = dict(**sizes, **q_strides, **k_strides, **v_strides, **do_strides, ss_b=stats_rows(dtype, dv) * n,
+                    ss_r=n, ss_n=1)
         floats = dict(scale="fp32")
         cfg = tiles("dkdv" if kernel == "_dkdv_kernel" else "dq", d, dv, dtype)
         constexprs = dict(BLOCK_N=cfg["BLOCK_N"], BLOCK_M=cfg["BLOCK_M"])
+        if kernel == "_dq_kernel":
+            constexprs["FOLD_SUM"] = dtype == torch.float32
     if kernel != "_delta_kernel":
-        constexprs.update(BLOCK_D=head_block(d), BLOCK_DV=head_block(dv), DOT_FP32=False)
+        constexprs.update(BLOCK_D=head_block(d), BLOCK_DV=head_block(dv), DOT_FP32=False, ROUND_BF16=False)
     signature = dict(pointers)
     aligned = list(pointers)
     for name, value in ints.items():
