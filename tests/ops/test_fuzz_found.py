@@ -89,8 +89,9 @@ def test_modulated_conv2d_triton_bf16_second_order_styles_gradient():
     # bf16). Cause: the Triton interpreter truncates fp32 -> bf16 casts (the compiled cast rounds
     # to nearest), so the saved pre-activation a was up to an ulp off toward zero (-4.500 for
     # -4.521), and selu'' = 1.76 exp(z) in the double backward turned that into a 2% error of the
-    # gradient reaching a. The kernels now round explicitly under the interpreter (_round_bf16 in
-    # ganfast/ops/modulated_conv2d/triton.py; test_bf16_writes_round_to_nearest): -3.781.
+    # gradient reaching a. The kernels now round explicitly under the interpreter
+    # (ganfast/ops/_triton.py round_bf16; test_modulated_conv2d_triton.py's
+    # test_bf16_writes_round_to_nearest fails without it): -3.781.
     import functools
 
     from tests.fuzz import test_fuzz_modulated_conv2d as fuzz

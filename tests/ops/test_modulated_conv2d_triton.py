@@ -199,8 +199,8 @@ def test_dot_precision_and_upcast():
     assert mc_triton.upcast_dot(torch.bfloat16) == backends.triton_interpret()
     assert not mc_triton.upcast_dot(torch.float16) and not mc_triton.upcast_dot(torch.float32)
     # and only bf16 under the interpreter rounds its casts explicitly (the compiled cast rounds)
-    assert mc_triton.round_bf16(torch.bfloat16) == backends.triton_interpret()
-    assert not mc_triton.round_bf16(torch.float16) and not mc_triton.round_bf16(torch.float32)
+    assert mc_triton.rounds_bf16(torch.bfloat16) == backends.triton_interpret()
+    assert not mc_triton.rounds_bf16(torch.float16) and not mc_triton.rounds_bf16(torch.float32)
 
 
 def _assert_rounded_to_nearest(got: torch.Tensor, exact: torch.Tensor, name: str,
@@ -224,8 +224,9 @@ def _assert_rounded_to_nearest(got: torch.Tensor, exact: torch.Tensor, name: str
 def test_bf16_writes_round_to_nearest():
     # issue 26: the kernels' fp32 -> bf16 casts round to nearest even, as the compiled cast does.
     # The Triton 3.9 interpreter truncates them, so there the kernels round explicitly
-    # (_round_bf16); before that, the saved pre-activation a was up to an ulp off toward zero and
-    # a selu second-order gradient of styles came out 2.6% off (tests/ops/test_fuzz_found.py).
+    # (ganfast.ops._triton.round_bf16); before that, the saved pre-activation a was up to an ulp
+    # off toward zero and a selu second-order gradient of styles came out 2.6% off
+    # (tests/ops/test_fuzz_found.py).
     # Exact expectations: the modulated weights rounded to bf16 (the dot's operands), the sums in
     # float64; then a and a linear out are that sum rounded, and the epilogue's out = a * dcoef
     # and da = g * dcoef are their float64 products rounded.

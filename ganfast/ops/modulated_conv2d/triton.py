@@ -36,7 +36,8 @@ Kernels:
 
 Every bf16 the kernels write (out, a, da) and the modulated weights of the bf16 dot are fp32
 values rounded to nearest even, the compiled cast's rounding; under TRITON_INTERPRET, whose casts
-truncate, _round_bf16 does the rounding (ROUND_BF16), so the CPU tests see a GPU's numbers.
+truncate, ganfast.ops._triton.round_bf16 does the rounding (ROUND_BF16), so the CPU tests see a
+GPU's numbers (issue 26: the truncated a cost a selu second-order gradient 2.6%).
 
 Activation math is bias_act's (ganfast.ops.bias_act.triton). Offsets are int32 within a sample
 (the launchers check that a sample fits) and int64 across samples; the elementwise kernels take
@@ -53,24 +54,8 @@ import triton.language as tl
 
 from ganfast import backends
 from ganfast.ops.bias_act.reference import ACTIVATIONS
+from ganfast.ops._triton import round_bf16, rounds_bf16
 from ganfast.ops.bias_act.triton import _bias_act_math
-
-
-@triton.jit
-def _round_bf16(v, ROUND_BF16: tl.constexpr):
-    """v (fp32) rounded to the nearest bfloat16 value (ties to even), still fp32, when ROUND_BF16;
-    v itself otherwise. The compiled fp32 -> bf16 cast (cvt.rn) rounds to nearest, but the Triton
-    3.9 interpreter's cast truncates toward zero: an error of up to a whole ulp, all of one sign, in
-    every bf16 a kernel writes. A second-order gradient through exp (selu, elu) turns that error
-    of the saved pre-activation a into a relative error several times the reference's (issue 26).
-    So under the interpreter (ROUND_BF16) the value is put on the bf16 grid here, after which the
-    truncating cast is exact, and the CPU tests see the numbers a GPU computes. NaN stays NaN
-    (the integer add could carry a NaN's payload into the sign bit)."""
-    if ROUND_BF16:
-        bits = v.to(tl.uint32, bitcast=True)
-        bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & 0xFFFF0000
-        v = tl.where(v != v, v, bits.to(tl.float32, bitcast=True))
-    return v
 
 
 # ---- the fused convolution ----
@@ -119,7 +104,7 @@ def _modconv_kernel(
     FLIP: tl.constexpr,           # true convolution (flip_weight=False): tap t reads weight tap KK-1-t
     DOT_PRECISION: tl.constexpr,  # fp32 operands: "ieee" or "tf32"
     UPCAST_DOT: tl.constexpr,     # dot in fp32 on the dot-dtype values (the interpreter's bf16 dot is wrong)
-    ROUND_BF16: tl.constexpr,     # bf16 casts rounded explicitly (the interpreter's truncate: _round_bf16)
+    ROUND_BF16: tl.constexpr,     # bf16 casts rounded explicitly (the interpreter's truncate: round_bf16)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # One flat grid, sample-major; within a sample the output-channel tiles vary fastest, so the
@@ -149,7 +134,7 @@ def _modconv_kernel(
         # past the last step: Cin chunk out of range, every lane masked off
         xt_next, wt_next, s_next = _conv_operands(x_n, w_ptr, s_n, step + 1, Cin, H, W, KK, KW, py0, px0, oy, ox,
                                                   m_ok, w_co, co_ok, FLIP, BLOCK_K)
-        b = _round_bf16(wt.to(tl.float32) * s[:, None], ROUND_BF16).to(dot_dtype)
+        b = round_bf16(wt.to(tl.float32) * s[:, None], ROUND_BF16).to(dot_dtype)
         a = tl.trans(xt)
         if UPCAST_DOT:
             acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
@@ -168,9 +153,9 @@ def _modconv_kernel(
         z = z + tl.load(bias_ptr + co, mask=co_ok, other=0.0)[None, :]
     y = _bias_act_math(z, z, z, alpha, gain, clamp, ACT, 0)
     offs = co[None, :] * M + m[:, None]                                         # [BLOCK_M, BLOCK_N]
-    tl.store(out_ptr + n * Cout * M + offs, _round_bf16(y, ROUND_BF16).to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + n * Cout * M + offs, round_bf16(y, ROUND_BF16).to(out_ptr.dtype.element_ty), mask=mask)
     if WANT_A:
-        tl.store(a_ptr + n * Cout * M + offs, _round_bf16(acc, ROUND_BF16).to(a_ptr.dtype.element_ty), mask=mask)
+        tl.store(a_ptr + n * Cout * M + offs, round_bf16(acc, ROUND_BF16).to(a_ptr.dtype.element_ty), mask=mask)
 
 
 # ---- demodulation coefficients ----
@@ -257,7 +242,7 @@ def _epilogue_fwd_tile(a_ptr, dcoef_ptr, noise_ptr, bias_ptr, out_ptr, offs, mas
     d, b = _plane_terms(dcoef_ptr, bias_ptr, plane, c, inside, HAS_DCOEF, HAS_BIAS)
     noffs = _noise_offsets(n, c, h, p - h * W, noise_sn, noise_sc, noise_sh, noise_sw)
     z = _epilogue_z(a, d, b, noise_ptr, noffs, inside, HAS_DCOEF, HAS_NOISE, HAS_BIAS)
-    y = _round_bf16(_bias_act_math(z, z, z, alpha, gain, clamp, ACT, 0), ROUND_BF16).to(out_ptr.dtype.element_ty)
+    y = round_bf16(_bias_act_math(z, z, z, alpha, gain, clamp, ACT, 0), ROUND_BF16).to(out_ptr.dtype.element_ty)
     if MASKED:
         tl.store(out_ptr + offs, y, mask=mask)
     else:
@@ -276,7 +261,7 @@ def _epilogue_fwd_kernel(
     alpha, gain, clamp,
     ACT: tl.constexpr, HAS_DCOEF: tl.constexpr, HAS_NOISE: tl.constexpr, HAS_BIAS: tl.constexpr,
     BLOCK: tl.constexpr, INDEX_64: tl.constexpr,
-    ROUND_BF16: tl.constexpr,   # bf16 under the interpreter, whose casts truncate (_round_bf16)
+    ROUND_BF16: tl.constexpr,   # bf16 under the interpreter, whose casts truncate (round_bf16)
 ):
     pid = tl.program_id(0)
     if INDEX_64:
@@ -308,7 +293,7 @@ def _epilogue_bwd_kernel(
     alpha, gain, clamp,
     ACT: tl.constexpr, HAS_DCOEF: tl.constexpr, HAS_NOISE: tl.constexpr, HAS_BIAS: tl.constexpr,
     BLOCK_PL: tl.constexpr, BLOCK_P: tl.constexpr, INDEX_64: tl.constexpr,
-    ROUND_BF16: tl.constexpr,   # bf16 under the interpreter, whose casts truncate (_round_bf16)
+    ROUND_BF16: tl.constexpr,   # bf16 under the interpreter, whose casts truncate (round_bf16)
 ):
     plane = tl.program_id(0) * BLOCK_PL + tl.arange(0, BLOCK_PL)   # [BLOCK_PL]
     pl_ok = plane < planes
@@ -339,7 +324,7 @@ def _epilogue_bwd_kernel(
         da = dz
         if HAS_DCOEF:
             da = dz * d
-        tl.store(da_ptr + offs, _round_bf16(da, ROUND_BF16).to(da_ptr.dtype.element_ty), mask=mask)
+        tl.store(da_ptr + offs, round_bf16(da, ROUND_BF16).to(da_ptr.dtype.element_ty), mask=mask)
         sum_dz += tl.sum(dz, axis=1)
         sum_dza += tl.sum(dz * a, axis=1)
     tl.store(sums_ptr + 2 * plane, sum_dz, mask=pl_ok)
@@ -376,13 +361,6 @@ def dot_precision(dtype: torch.dtype) -> str:
 def upcast_dot(dtype: torch.dtype) -> bool:
     """Whether the dot runs in fp32 on the dot-dtype values: only for bf16 under TRITON_INTERPRET,
     whose Triton 3.9 interpreter computes bf16 dots wrongly (the compiled path uses bf16 MMAs)."""
-    return dtype == torch.bfloat16 and backends.triton_interpret()
-
-
-def round_bf16(dtype: torch.dtype) -> bool:
-    """Whether the kernels round their fp32 -> dtype casts explicitly (_round_bf16): only for bf16
-    under TRITON_INTERPRET, whose Triton 3.9 interpreter truncates them where the compiled cast
-    rounds to nearest even. Compiled kernels never take the branch."""
     return dtype == torch.bfloat16 and backends.triton_interpret()
 
 
@@ -527,7 +505,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, dcoef: 
             float(alpha), float(gain), float(clamp),
             ACT=code, HAS_DCOEF=dcoef is not None, HAS_NOISE=noise is not None, HAS_BIAS=bias is not None,
             WANT_A=want_a, FLIP=not flip_weight, DOT_PRECISION=precision, UPCAST_DOT=upcast_dot(x.dtype),
-            ROUND_BF16=round_bf16(x.dtype),
+            ROUND_BF16=rounds_bf16(x.dtype),
             **cfg, **_FP_FUSION)
     return out, a
 
@@ -591,7 +569,7 @@ def epilogue_forward(a: torch.Tensor, dcoef: Optional[torch.Tensor], noise: Opti
             a, dcoef if dcoef is not None else a, noise_ptr, bias if bias is not None else a, out,
             numel, c_, h_ * w_, w_, *noise_strides, float(alpha), float(gain), float(clamp),
             ACT=code, HAS_DCOEF=dcoef is not None, HAS_NOISE=noise is not None, HAS_BIAS=bias is not None,
-            BLOCK=EPILOGUE_BLOCK, INDEX_64=_index_64(a, noise, EPILOGUE_BLOCK), ROUND_BF16=round_bf16(a.dtype),
+            BLOCK=EPILOGUE_BLOCK, INDEX_64=_index_64(a, noise, EPILOGUE_BLOCK), ROUND_BF16=rounds_bf16(a.dtype),
             num_warps=EPILOGUE_WARPS,
             **_FP_FUSION)
     return out
@@ -621,7 +599,7 @@ def epilogue_backward(g: torch.Tensor, a: torch.Tensor, dcoef: Optional[torch.Te
             bias if bias is not None else sums, da, sums, n_ * c_, c_, h_ * w_, w_, *noise_strides,
             float(alpha), float(gain), float(clamp),
             ACT=code, HAS_DCOEF=dcoef is not None, HAS_NOISE=noise is not None, HAS_BIAS=bias is not None,
-            INDEX_64=_index_64(a, noise, slack), ROUND_BF16=round_bf16(a.dtype), num_warps=EPILOGUE_WARPS,
+            INDEX_64=_index_64(a, noise, slack), ROUND_BF16=rounds_bf16(a.dtype), num_warps=EPILOGUE_WARPS,
             **cfg, **_FP_FUSION)
     return da, sums
 
