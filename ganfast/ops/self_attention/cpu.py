@@ -36,14 +36,14 @@ backward failed fp32 in 21 of 600.
 
 Cost: the same five GEMMs as the flash backward, in fp32, with four passes over each block of
 scores (softmax, P * dP, its row sums, dS). SAGAN 64x64 (B 4, N 4096, M 1024;
-bench/self_attention_cpu_backward.py, rows in bench/results/self_attention_cpu_backward.jsonl),
-speed relative to the flash backward on a machine that other jobs kept at load ~3.5: 1 thread,
-fp32 0.76x with D = Dv = 128 (the block's padded widths) and 1.27x with D = 32, Dv = 128
-(attention()'s own widths, which this backward needs no padding for); bf16 0.35x and 0.67x (the
-kernel's bf16 GEMMs, on a CPU with AMX, against fp32 ones here: the price of the accuracy).
-2 threads: 0.3-0.6x under that load (each block's nine ops are parallel regions of their own, and
-a busy core stalls each of them; the kernel has one); 0.75x (fp32, 128) in an unrecorded run at
-load ~1.3.
+bench/self_attention_cpu_backward.py, rows in bench/results/self_attention_cpu_backward.jsonl;
+the 2-core machine was shared with other jobs, load 2-3.7), speed relative to the flash backward:
+1 thread, fp32 0.76-0.82x with D = Dv = 128 (the block's padded widths) and 1.25-1.27x with
+D = 32, Dv = 128 (attention()'s own widths: this backward pads nothing); bf16 0.35-0.38x and
+0.50-0.67x (the kernel's bf16 GEMMs, on a CPU with AMX, against fp32 ones here: the price of the
+accuracy). 2 threads with the other core busy: 0.1-0.6x, and slower than 1 thread (each block's
+nine ops are parallel regions of their own, each waiting for the busy core; the kernel has one);
+fp32 D = Dv = 128 0.75x in an unrecorded run at load ~1.3.
 """
 from __future__ import annotations
 
