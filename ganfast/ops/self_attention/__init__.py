@@ -27,8 +27,9 @@ autocast's dtypes).
 
 Gradients of any order: a gradient of _BlockFn's gradient (create_graph: R1 through a
 discriminator with attention) differentiates the composition, recomputed from the saved inputs;
-the attention core's own gradient there is a vjp through the reference's written-out attention
-gradient (math path, materializing [N, M]).
+the attention core's own gradient there is the vjp of the reference's attention gradient,
+written out (_attention_double_backward: math path, materializing [N, M]; softmax's backward
+taken about each row's most probable key, which keeps it accurate with large scores).
 There is no CUDA C++ kernel for this op: Triton is its GPU path (`ganfast info` says so).
 """
 from __future__ import annotations
@@ -41,7 +42,7 @@ import torch.nn.functional as F
 from ganfast import backends
 from ganfast.ops._layout import is_eager
 from ganfast.ops.self_attention import reference
-from ganfast.ops.self_attention.reference import attention_backward_ref, self_attention2d_ref
+from ganfast.ops.self_attention.reference import self_attention2d_ref
 
 __all__ = ["self_attention2d", "self_attention2d_ref", "attention"]
 
@@ -120,19 +121,68 @@ def _setup_backward(ctx, inputs, output):
 
 
 def _backward_of_backward(ctx, gdq, gdk, gdv):
-    """The double backward: vjp through the reference's attention gradient (any order)."""
+    """The double backward: the vjp of the attention gradient (reference.attention_backward_ref),
+    written out (_attention_double_backward); differentiable, so any order."""
     do, q, k, v = ctx.saved_tensors
-    cot = tuple(c if c is not None else torch.zeros_like(t) for c, t in ((gdq, q), (gdk, k), (gdv, v)))
     # fp16/bf16 in fp32 (the first-order kernels accumulate in fp32 too), results in the inputs' dtypes
     acc = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+    cot = tuple(None if c is None else c.to(acc) for c in (gdq, gdk, gdv))
+    grads = _attention_double_backward(do.to(acc), q.to(acc), k.to(acc), v.to(acc), *cot, ctx.scale)
+    # o and lse are functions of q, k, v whose influence the recomputation from q, k, v carries
+    return tuple(g.to(t.dtype) for g, t in zip(grads, (do, q, k, v))) + (None, None, None, None)
 
-    def grad_fn(do_, q_, k_, v_):
-        dq, dk, dv = attention_backward_ref(do_.to(acc), q_.to(acc), k_.to(acc), v_.to(acc), ctx.scale)
-        return dq.to(q_.dtype), dk.to(k_.dtype), dv.to(v_.dtype)
 
-    grads = torch.func.vjp(grad_fn, do, q, k, v)[1](cot)
-    # o and lse are functions of q, k, v whose influence the reference's recomputation carries
-    return tuple(grads) + (None, None, None, None)
+def _centered(p: torch.Tensor, x: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """x - rowsum(p * x) for probabilities p [B, N, M] (softmax's backward is p times it),
+    evaluated as e - rowsum(p * e) with e = x - x at each row's most probable key (top [B, N, 1]):
+    the same value (the rows of p sum to 1), but where a row of p is nearly one-hot (large
+    scores) rowsum(p * x) is nearly x[top] and the direct form rounds at |x| what cancels to
+    |x| (1 - p[top]); e[top] is exactly 0 and the rest of e is weighted by the small p."""
+    e = x - x.gather(-1, top)
+    return e - (p * e).sum(-1, keepdim=True)
+
+
+def _attention_double_backward(do, q, k, v, gdq, gdk, gdv, scale: float):
+    """(g_do, g_q, g_k, g_v): the vjp of (dq, dk, dv) = attention_backward_ref(do, q, k, v, scale)
+    for the cotangents gdq [B, N, D], gdk [B, M, D], gdv [B, M, Dv] (None: zero), written out;
+    differentiable. Materializes [B, N, M]. With P = softmax(S), S = scale q k^T, dP = dO V^T,
+    T = dP - rowsum(P * dP), dS = P * T, and G = scale (gdq K^T + Q gdk^T) (the cotangent of dS):
+        g_P  = G * T - rowsum(G * P) dP + dO gdv^T
+        g_S  = P * (g_P - rowsum(P * g_P))        (softmax's backward)
+        g_dP = P * (G - rowsum(P * G))
+        g_q  = scale (g_S K + dS gdk),  g_k = scale (g_S^T Q + dS^T gdq)
+        g_v  = g_dP^T dO,               g_do = P gdv + g_dP V
+    Every x - rowsum(P * x) here is _centered: with large scores the term rowsum(G * P) dP of
+    g_P is |G| |dP| where g_S's row sums are far smaller, and the direct form (autograd's vjp of
+    the reference) rounds at that size. The issue-26 fp32 case (scores ~50, a block's R1 term):
+    g_q's error 1.9e-3 -> 3.0e-4 (float64 math on the same inputs), the block's second-order
+    gradient of x 4.1e-3 -> 3-6e-4 over it and 5 nudged copies (the reference in fp32: 1.2e-3)."""
+    p = torch.softmax(torch.matmul(q, k.mT) * scale, dim=-1)                # [B, N, M]
+    top = p.argmax(-1, keepdim=True)                                        # [B, N, 1]
+    dp = torch.matmul(do, v.mT)
+    t = _centered(p, dp, top)
+    ds = p * t
+    g_do = g_v = None
+    g_p = torch.matmul(do, gdv.mT) if gdv is not None else None             # [B, N, M]
+    if gdq is not None or gdk is not None:
+        g = torch.matmul(gdq, k.mT) if gdq is not None else None
+        if gdk is not None:
+            g = torch.matmul(q, gdk.mT) if g is None else g + torch.matmul(q, gdk.mT)
+        g = g * scale
+        gt = g * t - (g * p).sum(-1, keepdim=True) * dp
+        g_p = gt if g_p is None else g_p + gt
+        g_dp = p * _centered(p, g, top)
+        g_v, g_do = torch.matmul(g_dp.mT, do), torch.matmul(g_dp, v)
+    g_s = p * _centered(p, g_p, top) if g_p is not None else torch.zeros_like(p)
+    g_q, g_k = torch.matmul(g_s, k), torch.matmul(g_s.mT, q)
+    if gdk is not None:
+        g_q = g_q + torch.matmul(ds, gdk)
+    if gdq is not None:
+        g_k = g_k + torch.matmul(ds.mT, gdq)
+    if gdv is not None:
+        g_do = torch.matmul(p, gdv) if g_do is None else g_do + torch.matmul(p, gdv)
+    return (torch.zeros_like(do) if g_do is None else g_do, g_q * scale, g_k * scale,
+            torch.zeros_like(v) if g_v is None else g_v)
 
 
 _attention_op.register_autograd(_backward_of_forward, setup_context=_setup_forward)
