@@ -26,10 +26,12 @@ without graph breaks; under autocast with gradients it is that composition too (
 autocast's dtypes).
 
 Gradients of any order: a gradient of _BlockFn's gradient (create_graph: R1 through a
-discriminator with attention) differentiates the composition, recomputed from the saved inputs;
-the attention core's own gradient there is the vjp of the reference's attention gradient,
-written out (_attention_double_backward: math path, materializing [N, M]; softmax's backward
-taken about each row's most probable key, which keeps it accurate with large scores).
+discriminator with attention) differentiates _BlockFn.backward's formulas, written as a graph over
+the composition recomputed from the saved inputs (_block_grad_of_grad); there the core's output and
+its gradient come from one node (_AttentionWithGradFn: the kernels' values), whose own gradient is
+the vjp of the reference's attention (output and gradient together), written out
+(_attention_double_backward: math path, materializing [N, M]; softmax's backward taken about each
+row's most probable key, which keeps it accurate with large scores).
 There is no CUDA C++ kernel for this op: Triton is its GPU path (`ganfast info` says so).
 """
 from __future__ import annotations
@@ -142,10 +144,11 @@ def _centered(p: torch.Tensor, x: torch.Tensor, top: torch.Tensor) -> torch.Tens
     return e - (p * e).sum(-1, keepdim=True)
 
 
-def _attention_double_backward(do, q, k, v, gdq, gdk, gdv, scale: float):
+def _attention_double_backward(do, q, k, v, gdq, gdk, gdv, scale: float, go=None):
     """(g_do, g_q, g_k, g_v): the vjp of (dq, dk, dv) = attention_backward_ref(do, q, k, v, scale)
-    for the cotangents gdq [B, N, D], gdk [B, M, D], gdv [B, M, Dv] (None: zero), written out;
-    differentiable. Materializes [B, N, M]. With P = softmax(S), S = scale q k^T, dP = dO V^T,
+    for the cotangents gdq [B, N, D], gdk [B, M, D], gdv [B, M, Dv] (None: zero), and with go
+    [B, N, Dv] that of o = attention_ref(q, k, v, scale) too (g_P gains go V^T, g_v P^T go: one
+    softmax backward for both, where their parts of g_S cancel), written out; differentiable. Materializes [B, N, M]. With P = softmax(S), S = scale q k^T, dP = dO V^T,
     T = dP - rowsum(P * dP), dS = P * T, and G = scale (gdq K^T + Q gdk^T) (the cotangent of dS):
         g_P  = G * T - rowsum(G * P) dP + dO gdv^T
         g_S  = P * (g_P - rowsum(P * g_P))        (softmax's backward)
@@ -164,6 +167,8 @@ def _attention_double_backward(do, q, k, v, gdq, gdk, gdv, scale: float):
     ds = p * t
     g_do = g_v = None
     g_p = torch.matmul(do, gdv.mT) if gdv is not None else None             # [B, N, M]
+    if go is not None:
+        g_p = torch.matmul(go, v.mT) if g_p is None else g_p + torch.matmul(go, v.mT)
     if gdq is not None or gdk is not None:
         g = torch.matmul(gdq, k.mT) if gdq is not None else None
         if gdk is not None:
@@ -181,6 +186,8 @@ def _attention_double_backward(do, q, k, v, gdq, gdk, gdv, scale: float):
         g_k = g_k + torch.matmul(ds.mT, gdq)
     if gdv is not None:
         g_do = torch.matmul(p, gdv) if g_do is None else g_do + torch.matmul(p, gdv)
+    if go is not None:
+        g_v = torch.matmul(p.mT, go) if g_v is None else g_v + torch.matmul(p.mT, go)
     return (torch.zeros_like(do) if g_do is None else g_do, g_q * scale, g_k * scale,
             torch.zeros_like(v) if g_v is None else g_v)
 
@@ -213,6 +220,33 @@ class _AttentionBackwardFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gdq, gdk, gdv):
         return _backward_of_backward(ctx, gdq, gdk, gdv)
+
+
+class _AttentionWithGradFn(torch.autograd.Function):
+    """(o, dq, dk, dv): the core's output and its gradient for do, as one node (the gradient of
+    _BlockFn's gradient). The kernels compute both (the first-order values are the fast path's);
+    the backward takes the cotangents of o and of dq, dk, dv together (_attention_double_backward
+    with go): with them in two nodes each part of the score's cotangent went through softmax's
+    backward alone, rounded at its own size, where their sum cancels (fp32, C = Cq = Cv = 1 and
+    scores ~10: the block's second-order gradient of w_theta 5e-6, 10x the reference's error)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, do, scale, backend):
+        impl = _impl(backend)
+        o, lse = impl.attention_forward(q, k, v, scale)
+        dq, dk, dv = impl.attention_backward(do, q, k, v, o, lse, scale)
+        ctx.save_for_backward(q, k, v, do)
+        ctx.scale = scale
+        return o, dq, dk, dv
+
+    @staticmethod
+    def backward(ctx, go, gdq, gdk, gdv):
+        q, k, v, do = ctx.saved_tensors
+        acc = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+        cot = tuple(None if c is None else c.to(acc) for c in (gdq, gdk, gdv))
+        g_do, g_q, g_k, g_v = _attention_double_backward(do.to(acc), q.to(acc), k.to(acc), v.to(acc), *cot,
+                                                         ctx.scale, go=None if go is None else go.to(acc))
+        return g_q.to(q.dtype), g_k.to(k.dtype), g_v.to(v.dtype), g_do.to(do.dtype), None, None
 
 
 # ---- public API ----
@@ -492,12 +526,62 @@ class _BlockFn(torch.autograd.Function):
 
 
 def _block_grad_of_grad(inputs, need, dy, cq, cv, pool, name):
-    """_BlockFn's gradients as a graph (create_graph): the vjp of the differentiable composition,
-    recomputed from the saved inputs (its core's own gradient is differentiable: _AttentionBackwardFn)."""
-    y, _ = _block(*inputs, cq, cv, pool, name, _core_differentiable(name))
-    wrt = [t for t, nd in zip(inputs, need) if nd]
-    grads = iter(torch.autograd.grad(y, wrt, dy, create_graph=True))
-    return tuple(next(grads) if nd else None for nd in need)
+    """_BlockFn's gradients as a graph (create_graph: R1): _BlockFn.backward's formulas as
+    differentiable ops on the composition recomputed from the saved inputs, with the core's output
+    and gradient from one node (_AttentionWithGradFn), so that a gradient of these gradients
+    meets the cotangents of o and of dq, dk, dv in one softmax backward."""
+    x, w_theta, w_phi, w_g, w_o, gamma = inputs
+    b, c, h, w = x.shape
+    n = h * w
+    rows = _ROWS[name]
+    d, d_v = _widths(cq, cv, rows)
+    wts = _stacked_weights(w_theta, w_phi, w_g, cq, cv, d, d_v)          # [O, C]
+    o_rows = wts.shape[0]
+    xf = x.reshape(b, c, n)
+    q, k, v, idx = (_qkv_rows if rows else _qkv_maps)(xf, wts, h, w, cq, d, pool, True)
+    if rows:
+        q, k, v = q.squeeze(1), k.squeeze(1), v.squeeze(1)              # [B, rows, D]
+    wo = w_o.reshape(c, cv)
+    wo_scaled = wo * gamma
+    if wo_scaled.dim() != 2:
+        wo_scaled = wo_scaled.view(c, cv)
+    dyf = dy.reshape(b, c, n)
+    do = torch.bmm(dyf.mT, wo_scaled.expand(b, c, cv))                  # [B, N, Cv]
+    if d_v > cv:
+        do = F.pad(do, (0, d_v - cv))
+    o, dq, dk, dv = _AttentionWithGradFn.apply(q, k, v, do, 1.0, name)
+    dx = dw_theta = dw_phi = dw_g = dw_o = dgamma = None
+    if need[4] or need[5]:
+        ov = o[..., :cv] if d_v > cv else o
+        dwo_scaled = torch.bmm(dyf, ov).sum(0)                          # [C, Cv]
+        if need[4]:
+            dw_o = (dwo_scaled * gamma).view(w_o.shape)
+        if need[5]:
+            dgamma = (dwo_scaled * wo).sum()
+            if gamma.dim():
+                dgamma = dgamma.view(gamma.shape)
+    if need[0] or need[1] or need[2] or need[3]:
+        if rows:
+            if d > cq:
+                dq = dq[..., :cq]
+            dkv = torch.cat((dk, dv), 2)                                # [B, M, O - Cq]
+            if pool > 1:
+                dkv = dkv.new_zeros(b, n, o_rows - cq).scatter(1, idx, dkv)
+            dpt = torch.cat((dq, dkv), 2).mT                            # [B, O, N]
+        else:
+            dkv = torch.cat((dk.mT, dv.mT), 1)                          # [B, O - Cq, M]
+            if pool > 1:
+                dkv = dkv.new_zeros(b, o_rows - cq, n).scatter(2, idx, dkv)
+            dpt = torch.cat((dq.mT, dkv), 1)                            # [B, O, N]
+        if need[0]:
+            dx = torch.baddbmm(dyf, wts.t().expand(b, c, o_rows), dpt).view(b, c, h, w)
+        if need[1] or need[2] or need[3]:
+            dw = torch.bmm(dpt, xf.mT).sum(0)                           # [O, C]
+            dw_theta, dw_phi, _, dw_g, _ = dw.split_with_sizes((cq, cq, d - cq, cv, d_v - cv))
+            dw_theta, dw_phi, dw_g = (dw_theta.reshape(w_theta.shape) if need[1] else None,
+                                      dw_phi.reshape(w_phi.shape) if need[2] else None,
+                                      dw_g.reshape(w_g.shape) if need[3] else None)
+    return dx, dw_theta, dw_phi, dw_g, dw_o, dgamma
 
 
 def self_attention2d(x: torch.Tensor, w_theta: torch.Tensor, w_phi: torch.Tensor, w_g: torch.Tensor,
