@@ -261,14 +261,17 @@ def _context(name: str, backend: str, dtype: torch.dtype, inputs: dict) -> str:
 
 
 def _leaves(inputs: dict, diff: Iterable[str], cast: Optional[torch.dtype], copy: bool) -> dict:
-    """The inputs for one run: floating tensors cast to `cast` (None: kept), detached (sharing
-    storage unless copy), names in diff made requires-grad leaves."""
+    """The inputs for one run: floating tensors cast to `cast` (None: kept; float64: contiguous
+    too), detached (sharing storage unless copy), names in diff made requires-grad leaves."""
     out = {}
     for k, v in inputs.items():
         if isinstance(v, torch.Tensor):
             t = v.detach()
             if cast is not None and t.is_floating_point():
-                t = t.to(cast)
+                # the float64 oracle on contiguous copies: its values are what matter, and torch's
+                # float64 CPU convolution backward raises on some layouts (slow_conv2d: "grad_weight
+                # must be contiguous" with a channels_last x and a transposed weight)
+                t = t.to(cast).contiguous() if cast == F64 else t.to(cast)
             if copy and t.data_ptr() == v.data_ptr():
                 t = t.clone()
             if k in diff and t.is_floating_point():
