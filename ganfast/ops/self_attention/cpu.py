@@ -38,8 +38,9 @@ Cost: the same five GEMMs as the flash backward, in fp32, with four passes over 
 scores (softmax, P * dP, its row sums, dS). SAGAN 64x64 (B 4, N 4096, M 1024;
 bench/self_attention_cpu_backward.py, rows in bench/results/self_attention_cpu_backward.jsonl;
 the 2-core machine was shared with other jobs, load 2-3.7), speed relative to the flash backward:
-1 thread, fp32 0.76-0.82x with D = Dv = 128 (the block's padded widths) and 1.25-1.27x with
-D = 32, Dv = 128 (attention()'s own widths: this backward pads nothing); bf16 0.35-0.38x and
+1 thread, fp32 0.76-0.82x with D = Dv = 128 (the padded widths the forward kernel needs) and
+1.25-1.27x with D = 32, Dv = 128 (attention()'s own widths, and since issue 26 the block's: its
+backward passes q and k at Cq; this backward pads nothing); bf16 0.35-0.38x and
 0.50-0.67x (the kernel's bf16 GEMMs, on a CPU with AMX, against fp32 ones here: the price of the
 accuracy). 2 threads with the other core busy: 0.1-0.6x, and slower than 1 thread (each block's
 nine ops are parallel regions of their own, each waiting for the busy core; the kernel has one);
