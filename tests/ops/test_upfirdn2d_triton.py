@@ -106,6 +106,50 @@ def test_matches_reference(shape, f, up, down, padding, gain, dtype):
     _check(shape, f, up, down, padding, False, gain, dtype)
 
 
+
+def _assert_rounded_to_nearest(got: torch.Tensor, exact: torch.Tensor, magnitude: torch.Tensor, name: str) -> None:
+    """got (bf16) is exact (float64) rounded to nearest: within half a bf16 ulp of it, plus 2**-16
+    of `magnitude` (the sum of the absolute terms) for the fp32 accumulation. A truncating cast
+    misses this on about half the elements (it is up to a whole ulp off, toward zero)."""
+    exact, magnitude = exact.detach().cpu().double(), magnitude.detach().cpu().double()
+    err = (got.detach().cpu().double() - exact).abs()
+    half_ulp = torch.ldexp(torch.ones_like(exact), torch.frexp(exact)[1] - 9)   # bf16: 8 significant bits
+    bad = err > half_ulp + magnitude * 2 ** -16
+    idx = bad.nonzero()[:5].tolist()
+    assert not bad.any(), (f"{name}: {int(bad.sum())} of {bad.numel()} elements not rounded to nearest; first: "
+                           + ", ".join(f"{tuple(i)} got {got[tuple(i)].item():.6g} exact {exact[tuple(i)].item():.6g}"
+                                       for i in idx))
+
+
+@needs_device
+def test_bf16_writes_round_to_nearest():
+    # issue 26: a bf16 output is the fp32 sum rounded to nearest even, as the compiled cast does;
+    # the Triton 3.9 interpreter truncates, so there the kernel rounds explicitly (round_bf16).
+    # Exact expectations: the float64 reference on the same bf16 x (and bf16 dy for the backward,
+    # itself an upfirdn2d launch), with a random filter so that the sums need rounding.
+    from ganfast.ops.upfirdn2d import upfirdn2d
+    gen = torch.Generator().manual_seed(26)
+    x = torch.randn(2, 3, 8, 7, generator=gen).bfloat16()
+    f = torch.rand(4, 3, generator=gen) + 0.1
+    dy = torch.randn(2, 3, 16, 15, generator=gen).bfloat16()
+    up, pad, gain = [2, 2], [1, 2, 2, 1], 1.7
+    xd = x.to(DEVICE).requires_grad_()
+    y = upfirdn2d(xd, f.to(DEVICE), up=up, padding=pad, gain=gain, backend="triton")
+    (dx,) = torch.autograd.grad(y, xd, dy.to(DEVICE))
+    assert y.dtype == dx.dtype == torch.bfloat16 and y.shape == dy.shape
+
+    def ref64(t, filt):
+        return upfirdn2d_ref(t, filt.double(), up, [1, 1], pad, False, gain)
+
+    x64 = x.double().requires_grad_()
+    exact = ref64(x64, f)
+    (exact_dx,) = torch.autograd.grad(exact, x64, dy.double())
+    xa = x.double().abs().requires_grad_()
+    magnitude = ref64(xa, f.abs())
+    (magnitude_dx,) = torch.autograd.grad(magnitude, xa, dy.double().abs())
+    _assert_rounded_to_nearest(y, exact, magnitude, "forward")
+    _assert_rounded_to_nearest(dx, exact_dx, magnitude_dx, "backward's dx")
+
 @needs_device
 @pytest.mark.parametrize("flip_filter", [False, True])
 def test_flip_filter(flip_filter):

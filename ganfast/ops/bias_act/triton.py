@@ -12,6 +12,8 @@ Two kernels:
                        second pass over the tensor: [outer*C, inner] rows when inner > 1 (bias per
                        row), [outer, C] when inner == 1 (bias per column).
 The math follows csrc/common/bias_act_math.h (f, f', f'', kinks, softplus threshold 20) in fp32.
+Stores to bf16 go through ganfast.ops._triton.round_bf16 (ROUND_BF16): the interpreter's cast
+truncates, the compiled one rounds to nearest.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import triton.language as tl
 
 from ganfast.ops.bias_act.reference import ACTIVATIONS
 from ganfast.ops._layout import is_dense
+from ganfast.ops._triton import round_bf16, rounds_bf16
 
 # Activation codes (ganfast::Act) as compile-time constants for the kernels.
 _LINEAR = tl.constexpr(ACTIVATIONS["linear"].code)
@@ -172,7 +175,7 @@ def _bias_act_math(z, g, gg, alpha, gain, clamp, ACT: tl.constexpr, ORDER: tl.co
 
 @triton.jit
 def _bias_act_tile(x_ptr, g_ptr, gg_ptr, out_ptr, offs, mask, bias, alpha, gain, clamp,
-                   ACT: tl.constexpr, ORDER: tl.constexpr, MASKED: tl.constexpr):
+                   ACT: tl.constexpr, ORDER: tl.constexpr, MASKED: tl.constexpr, ROUND_BF16: tl.constexpr):
     """Loads x (and g, gg) at storage offsets `offs`, adds `bias` (fp32, broadcast to offs), stores
     the result in out's dtype and returns it as stored, in fp32 (0 where masked off)."""
     if MASKED:
@@ -191,7 +194,8 @@ def _bias_act_tile(x_ptr, g_ptr, gg_ptr, out_ptr, offs, mask, bias, alpha, gain,
             gg = tl.load(gg_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         else:
             gg = tl.load(gg_ptr + offs).to(tl.float32)
-    r = _bias_act_math(z, g, gg, alpha, gain, clamp, ACT, ORDER).to(out_ptr.dtype.element_ty)
+    # Rounded here, not in _bias_act_math (shared with modulated_conv2d): the interpreter truncates.
+    r = round_bf16(_bias_act_math(z, g, gg, alpha, gain, clamp, ACT, ORDER), ROUND_BF16).to(out_ptr.dtype.element_ty)
     if MASKED:
         tl.store(out_ptr + offs, r, mask=mask)
         return tl.where(mask, r.to(tl.float32), 0.0)  # lanes past the end hold garbage: keep it out of sums
@@ -211,6 +215,7 @@ def _bias_act_kernel(
     alpha, gain, clamp,      # fp32; clamp < 0: no clamp
     ACT: tl.constexpr, ORDER: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr,
     INDEX_64: tl.constexpr,
+    ROUND_BF16: tl.constexpr,  # bf16 under the interpreter, whose casts truncate (round_bf16)
 ):
     pid = tl.program_id(0)
     if INDEX_64:
@@ -224,10 +229,11 @@ def _bias_act_kernel(
         bias = tl.load(b_ptr + channel, eviction_policy="evict_last").to(tl.float32)
     # Full blocks run unmasked, so their loads and stores vectorize whatever numel is.
     if start + BLOCK <= numel:
-        _bias_act_tile(x_ptr, g_ptr, gg_ptr, out_ptr, offs, None, bias, alpha, gain, clamp, ACT, ORDER, False)
+        _bias_act_tile(x_ptr, g_ptr, gg_ptr, out_ptr, offs, None, bias, alpha, gain, clamp, ACT, ORDER, False,
+                       ROUND_BF16)
     else:
         _bias_act_tile(x_ptr, g_ptr, gg_ptr, out_ptr, offs, offs < numel, bias, alpha, gain, clamp, ACT, ORDER,
-                       True)
+                       True, ROUND_BF16)
 
 
 @triton.jit
@@ -242,6 +248,7 @@ def _bias_act_db_kernel(
     alpha, gain, clamp,  # fp32; clamp < 0: no clamp
     ACT: tl.constexpr, ORDER: tl.constexpr, BIAS_ON_ROWS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, INDEX_64: tl.constexpr,
+    ROUND_BF16: tl.constexpr,  # bf16 under the interpreter, whose casts truncate (round_bf16)
 ):
     # Each program sums its output over `iters` tiles along the reduced axis (N when the bias
     # runs along rows, M when it runs along columns) and writes one partial sum per row / column.
@@ -259,7 +266,7 @@ def _bias_act_db_kernel(
             offs = rows[:, None] * N + cols[None, :]
             mask = (rows[:, None] < M) & (cols[None, :] < N)
             acc += _bias_act_tile(x_ptr, g_ptr, gg_ptr, out_ptr, offs, mask, bias, alpha, gain, clamp, ACT, ORDER,
-                                  True)
+                                  True, ROUND_BF16)
         tl.store(partial_ptr + rows * num_pid_n + pid_n, tl.sum(acc, axis=1), mask=rows < M)
     else:
         cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -269,7 +276,7 @@ def _bias_act_db_kernel(
             offs = rows[:, None] * N + cols[None, :]
             mask = (rows[:, None] < M) & (cols[None, :] < N)
             acc += _bias_act_tile(x_ptr, g_ptr, gg_ptr, out_ptr, offs, mask, bias, alpha, gain, clamp, ACT, ORDER,
-                                  True)
+                                  True, ROUND_BF16)
         tl.store(partial_ptr + pid_m * N + cols, tl.sum(acc, axis=0), mask=cols < N)
 
 
@@ -348,12 +355,13 @@ def run(order: int, x: torch.Tensor, b: Optional[torch.Tensor], g: Optional[torc
     # int32 offsets unless they could pass 2**31, masked tail tiles of the db kernel included.
     index_64 = numel + (DB_MAX_ITERS + 2) * block >= INDEX_32_LIMIT
     scalars = (float(alpha), float(gain), float(clamp))
+    rounds = rounds_bf16(x.dtype)
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         if not with_db:
             grid = (triton.cdiv(numel, block),)
             _bias_act_kernel[grid](x, b if b is not None else x, g, gg, out, numel, channels, inner, *scalars,
                                    ACT=code, ORDER=order, HAS_BIAS=b is not None, BLOCK=block, INDEX_64=index_64,
-                                   **_LAUNCH_OPTIONS)
+                                   ROUND_BF16=rounds, **_LAUNCH_OPTIONS)
             return out, None
         bias_on_rows = inner > 1
         m, n = (outer * channels, inner) if bias_on_rows else (outer, channels)
@@ -369,7 +377,7 @@ def run(order: int, x: torch.Tensor, b: Optional[torch.Tensor], g: Optional[torc
         _bias_act_db_kernel[(num_pid_m * num_pid_n,)](
             x, b, g, gg, out, partial, m, n, channels, iters, num_pid_n, *scalars,
             ACT=code, ORDER=order, BIAS_ON_ROWS=bias_on_rows, BLOCK_M=block_m, BLOCK_N=block_n,
-            INDEX_64=index_64, **_LAUNCH_OPTIONS)
+            INDEX_64=index_64, ROUND_BF16=rounds, **_LAUNCH_OPTIONS)
     db = partial.sum(dim=(0, 2) if bias_on_rows else 0)
     return out, db.to(b.dtype)
 
@@ -386,7 +394,7 @@ def _elementwise_spec(dtype: torch.dtype, act: str, order: int, has_bias: bool =
                  "numel": "i64" if index_64 else "i32", "channels": "i32", "inner": "i32",
                  "alpha": "fp32", "gain": "fp32", "clamp": "fp32"}
     constexprs = {"ACT": ACTIVATIONS[act].code, "ORDER": order, "HAS_BIAS": has_bias,
-                  "BLOCK": block_size(dtype), "INDEX_64": index_64}
+                  "BLOCK": block_size(dtype), "INDEX_64": index_64, "ROUND_BF16": False}
     if inner_one:  # channels_last / [N, C]: the JIT turns an int argument equal to 1 into a constant
         del signature["inner"]
         constexprs["inner"] = 1
@@ -407,7 +415,7 @@ def _db_spec(dtype: torch.dtype, act: str, order: int, bias_on_rows: bool, n: in
                      f"tile={block_m}x{block_n}{' int64' if index_64 else ''}",
                 kernel=f"{__name__}:_bias_act_db_kernel", signature=signature,
                 constexprs={"ACT": ACTIVATIONS[act].code, "ORDER": order, "BIAS_ON_ROWS": bias_on_rows,
-                            "BLOCK_M": block_m, "BLOCK_N": block_n, "INDEX_64": index_64},
+                            "BLOCK_M": block_m, "BLOCK_N": block_n, "INDEX_64": index_64, "ROUND_BF16": False},
                 aligned=["x_ptr", "b_ptr", "g_ptr", "gg_ptr", "out_ptr", "partial_ptr", "M", "N", "channels"],
                 options=dict(_LAUNCH_OPTIONS),
                 # 128-bit accesses need tile rows of at least 16 bytes.

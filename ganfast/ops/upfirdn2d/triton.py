@@ -20,7 +20,8 @@ PHASES_X > 1 (up 2: even and odd columns); each column then picks its tap among 
 candidates with selects rather than a per-element filter gather. Filter size, factors and
 phase counts are compile-time constants: the tap rows unroll, the tap columns are a loop of
 constant trip count (see the kernel for why). Accumulation is fp32; the filter is read as is or
-flipped (FLIP), never copied.
+flipped (FLIP), never copied. A bf16 output is put on the bf16 grid by
+ganfast.ops._triton.round_bf16 under the interpreter (ROUND_BF16), whose cast truncates.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ganfast.ops._triton import round_bf16, rounds_bf16
 from ganfast.ops.upfirdn2d.reference import output_size
 
 
@@ -74,6 +76,7 @@ def _upfirdn2d_kernel(
     DOWN_X: tl.constexpr, DOWN_Y: tl.constexpr,
     PHASES_X: tl.constexpr, PHASES_Y: tl.constexpr,   # up / gcd(up, down) per axis
     FLIP: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr, INDEX_64: tl.constexpr,
+    ROUND_BF16: tl.constexpr,   # bf16 under the interpreter, whose casts truncate (round_bf16)
 ):
     TAPS_Y: tl.constexpr = (FH + UP_Y - 1) // UP_Y
     TAPS_X: tl.constexpr = (FW + UP_X - 1) // UP_X
@@ -134,8 +137,8 @@ def _upfirdn2d_kernel(
                         other=0.0)
             acc += v.to(tl.float32) * w
     out_offs = (plane * out_h + oy) * out_w
-    tl.store(out_ptr + out_offs[:, None] + ox[None, :], (acc * gain).to(out_ptr.dtype.element_ty),
-             mask=row_ok[:, None] & col_ok[None, :])
+    y = round_bf16(acc * gain, ROUND_BF16).to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + out_offs[:, None] + ox[None, :], y, mask=row_ok[:, None] & col_ok[None, :])
 
 
 # ---- launch configuration ----
@@ -185,7 +188,7 @@ def _launch(shape: tuple[int, int, int, int], fh: int, fw: int, upx: int, upy: i
                 num_wb=num_wb, x_base=x_base, x_rem=x_rem, y_base=y_base, y_rem=y_rem)
     constexprs = dict(FH=fh, FW=fw, UP_X=upx, UP_Y=upy, DOWN_X=downx, DOWN_Y=downy, PHASES_X=phases_x,
                       PHASES_Y=phases_y, FLIP=bool(flip_filter), BLOCK_R=block_r, BLOCK_W=block_w,
-                      INDEX_64=index_64)
+                      INDEX_64=index_64, ROUND_BF16=False)
     grid = (triton.cdiv(num_rows, block_r) * phases_y * num_wb,)
     return grid, ints, constexprs
 
@@ -227,6 +230,7 @@ def run(x: torch.Tensor, f: torch.Tensor, upx: int, upy: int, downx: int, downy:
         return out.zero_()  # only padding: every tap lands on a zero
     grid, ints, constexprs = _launch(tuple(x.shape), fh, fw, upx, upy, downx, downy, px0, px1, py0, py1,
                                      flip_filter)
+    constexprs["ROUND_BF16"] = rounds_bf16(x.dtype)   # _launch says False: what compiled kernels take
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         _upfirdn2d_kernel[grid](x, f, out, **ints, gain=float(gain), **constexprs, num_warps=NUM_WARPS,
                                 **_FP_FUSION)
