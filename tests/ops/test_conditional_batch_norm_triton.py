@@ -155,6 +155,41 @@ def test_relu_keeps_nan():
     torch.testing.assert_close(y.cpu()[finite], expected[finite].float(), rtol=1e-5, atol=1e-5)
 
 
+def _assert_rounded_to_nearest(got: torch.Tensor, exact: torch.Tensor, magnitude: torch.Tensor, name: str) -> None:
+    """got (bf16) is exact (float64) rounded to nearest: within half a bf16 ulp of it, plus slack
+    for the kernel's fp32 arithmetic, 2**-16 of `magnitude` (the sum of the absolute terms). A
+    truncating cast misses this on about half the elements (up to a whole ulp, toward zero)."""
+    err = (got.cpu().double() - exact).abs()
+    half_ulp = torch.ldexp(torch.ones_like(exact), torch.frexp(exact)[1] - 9)   # bf16: 8 significant bits
+    bad = err > half_ulp + magnitude * 2 ** -16
+    idx = bad.nonzero()[:5].tolist()
+    assert not bad.any(), (f"{name}: {int(bad.sum())} of {bad.numel()} elements not rounded to nearest; first: "
+                           + ", ".join(f"{tuple(i)} got {got[tuple(i)].item():.6g} exact {exact[tuple(i)].item():.6g}"
+                                       for i in idx))
+
+
+@needs_device
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+def test_bf16_writes_round_to_nearest(relu):
+    # issue 26: y and dx are fp32 values cast to bf16, which compiled Triton rounds to nearest
+    # even; the 3.9 interpreter truncates, so there the kernels round explicitly (round_bf16).
+    # Exact expectations: the formulas in float64 on the same bf16 x, dy and fp32 parameters.
+    args = _inputs((4, 5, 4, 4), torch.bfloat16, seed=26)
+    a = _f64(args)
+    xhat = (a["x"] - a["mean"][:, None, None]) * a["rstd"][:, None, None]
+    scaled = xhat * a["gain"][:, :, None, None]
+    z = scaled + a["bias"][:, :, None, None]
+    y = z.clamp(min=0) if relu else z
+    y_got = cbn_triton.forward_apply(*(args[k] for k in _ARGS["forward_apply"][:5]), relu)
+    _assert_rounded_to_nearest(y_got, y, scaled.abs() + a["bias"].abs()[:, :, None, None], "forward_apply's y")
+    dz = a["dy"] * (z > 0) if relu else a["dy"]
+    rstd = a["rstd"][:, None, None]
+    terms = (rstd * a["gain"][:, :, None, None] * dz, rstd * a["c1"][:, None, None],
+             xhat * rstd * a["c2"][:, None, None])
+    dx_got = cbn_triton.backward_dx(*(args[k] for k in _ARGS["backward_dx"][:6]), relu, args["c1"], args["c2"])
+    _assert_rounded_to_nearest(dx_got, terms[0] - terms[1] - terms[2], sum(t.abs() for t in terms), "backward_dx's dx")
+
+
 @pytest.fixture
 def small_tiles(monkeypatch):
     """Tiny tiles: 16-pixel blocks (several a plane), 64-element tiles (4 channels a stats tile),

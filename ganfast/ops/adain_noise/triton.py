@@ -24,6 +24,10 @@ Two paths, chosen per shape by `plan`:
 Seeded noise (seed >= 0) is drawn in the kernels with the bits of reference.draw_noise (see
 csrc/common/noise_rng.h), once per pixel and shared by the tile's channels, and drawn again in the
 backward: no noise tensor is ever stored.
+
+Every bf16 the kernels write (out, dx) is its fp32 value rounded to nearest even, the compiled
+cast's rounding; under TRITON_INTERPRET, whose casts truncate, ganfast.ops._triton.round_bf16
+does the rounding (ROUND_BF16), so the CPU tests see a GPU's numbers (issue 26).
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ganfast.ops._triton import round_bf16, rounds_bf16
 from ganfast.ops.bias_act.reference import ACTIVATIONS
 from ganfast.ops.bias_act.triton import _act
 
@@ -190,6 +195,7 @@ def _fwd_fused_kernel(
     alpha, gain, eps,
     ACT: tl.constexpr, NOISE: tl.constexpr, HAS_NS: tl.constexpr, HAS_B: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, INDEX_64: tl.constexpr,
+    ROUND_BF16: tl.constexpr,   # bf16 under the interpreter, whose casts truncate (round_bf16)
 ):
     pid = tl.program_id(0)
     n = pid // num_cb
@@ -209,7 +215,7 @@ def _fwd_fused_kernel(
     s = tl.load(s_ptr + plane, mask=cmask, other=0.0)
     t = tl.load(t_ptr + plane, mask=cmask, other=0.0)
     out = d * (rstd * s)[:, None] + t[:, None]
-    tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + offs, round_bf16(out, ROUND_BF16).to(out_ptr.dtype.element_ty), mask=mask)
     tl.store(stats_ptr + 2 * plane, mean, mask=cmask)
     tl.store(stats_ptr + 2 * plane + 1, rstd, mask=cmask)
 
@@ -231,6 +237,7 @@ def _bwd_fused_kernel(
     C, M, sN, noise_sN, num_cb, seed_lo, seed_hi, alpha, gain,
     ACT: tl.constexpr, NOISE: tl.constexpr, HAS_NS: tl.constexpr, HAS_B: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, INDEX_64: tl.constexpr,
+    ROUND_BF16: tl.constexpr,   # bf16 under the interpreter, whose casts truncate (round_bf16)
 ):
     pid = tl.program_id(0)
     n = pid // num_cb
@@ -252,7 +259,7 @@ def _bwd_fused_kernel(
     sg = tl.sum(g, axis=1)
     sgy = tl.sum(g * yhat, axis=1)
     dz = _dz(z, g, yhat, mask, alpha, gain * rstd * s, sg / M, sgy / M, tl.sum(yhat, axis=1) / M, ACT)
-    tl.store(dx_ptr + offs, dz.to(dx_ptr.dtype.element_ty), mask=mask)
+    tl.store(dx_ptr + offs, round_bf16(dz, ROUND_BF16).to(dx_ptr.dtype.element_ty), mask=mask)
     tl.store(ds_ptr + plane, sgy, mask=cmask)
     tl.store(dt_ptr + plane, sg, mask=cmask)
     tl.store(sdz_ptr + plane, tl.sum(dz, axis=1), mask=cmask)
@@ -398,6 +405,7 @@ def _split_apply_kernel(
     ACT: tl.constexpr, NOISE: tl.constexpr, HAS_NS: tl.constexpr, HAS_B: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, BACKWARD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
     BLOCK_S: tl.constexpr, INDEX_64: tl.constexpr,
+    ROUND_BF16: tl.constexpr,   # bf16 under the interpreter, whose casts truncate (round_bf16)
 ):
     n, c, split, first, tiles = _split_program(tl.program_id(0), num_cb, num_splits, iters, M, BLOCK_C, BLOCK_P)
     cmask = c < C
@@ -436,12 +444,12 @@ def _split_apply_kernel(
             g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
             yhat = tl.where(mask, (y - mean[:, None]) * rstd[:, None], 0.0)
             dz = _dz(z, g, yhat, mask, alpha, k, mg, mgy, myh, ACT)
-            tl.store(out_ptr + offs, dz.to(out_ptr.dtype.element_ty), mask=mask)
+            tl.store(out_ptr + offs, round_bf16(dz, ROUND_BF16).to(out_ptr.dtype.element_ty), mask=mask)
             sdz += tl.sum(dz, axis=1)
             sdzn += tl.sum(dz * nz[None, :], axis=1)
         else:
             out = (y - mean[:, None]) * scale[:, None] + t[:, None]
-            tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+            tl.store(out_ptr + offs, round_bf16(out, ROUND_BF16).to(out_ptr.dtype.element_ty), mask=mask)
     if BACKWARD:
         tl.store(sdz_ptr + plane * num_splits + split, sdz, mask=cmask)
         tl.store(sdzn_ptr + plane * num_splits + split, sdzn, mask=cmask)
@@ -599,7 +607,7 @@ def forward(x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, noise: Optional[t
         if cfg["fused"]:
             _fwd_fused_kernel[(n_ * cfg["num_cb"],)](
                 x, s, t, *ptrs, out, stats, *ints, *seed_words, float(alpha), float(gain), float(eps),
-                **constexprs, **options)
+                ROUND_BF16=rounds_bf16(x.dtype), **constexprs, **options)
             return out, stats
         splits, iters = cfg["num_splits"], cfg["iters"]
         part = torch.empty((n_, c_, 2, splits), dtype=torch.float32, device=x.device)
@@ -609,7 +617,8 @@ def forward(x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, noise: Optional[t
             BACKWARD=False, **constexprs, **options)
         _split_apply_kernel[grid](
             x, x, s, t, *ptrs, part, out, stats, s, s, s, s, *ints, splits, iters, *seed_words,
-            float(alpha), float(gain), float(eps), BACKWARD=False, BLOCK_S=cfg["BLOCK_S"], **constexprs, **options)
+            float(alpha), float(gain), float(eps), BACKWARD=False, BLOCK_S=cfg["BLOCK_S"],
+            ROUND_BF16=rounds_bf16(x.dtype), **constexprs, **options)
     return out, stats
 
 
@@ -644,7 +653,7 @@ def backward(g: torch.Tensor, x: torch.Tensor, s: torch.Tensor, noise: Optional[
         if cfg["fused"]:
             _bwd_fused_kernel[(n_ * cfg["num_cb"],)](
                 g, x, s, *ptrs, stats, out, ds, dt, sdz, sdzn, *ints, *seed_words, float(alpha), float(gain),
-                **constexprs, **options)
+                ROUND_BF16=rounds_bf16(x.dtype), **constexprs, **options)
             return out, ds, dt, sdz, sdzn
         splits, iters = cfg["num_splits"], cfg["iters"]
         part = torch.empty((n_, c_, 3, splits), dtype=torch.float32, device=x.device)
@@ -655,8 +664,8 @@ def backward(g: torch.Tensor, x: torch.Tensor, s: torch.Tensor, noise: Optional[
             BACKWARD=True, **constexprs, **options)
         _split_apply_kernel[grid](
             x, g, s, s, *ptrs, part, out, stats, ds, dt, split_sums[0], split_sums[1], *ints, splits, iters,
-            *seed_words, float(alpha), float(gain), 0.0, BACKWARD=True, BLOCK_S=cfg["BLOCK_S"], **constexprs,
-            **options)
+            *seed_words, float(alpha), float(gain), 0.0, BACKWARD=True, BLOCK_S=cfg["BLOCK_S"],
+            ROUND_BF16=rounds_bf16(x.dtype), **constexprs, **options)
     sdz, sdzn = split_sums.sum(dim=-1)
     return out, ds, dt, sdz, sdzn
 
@@ -710,6 +719,8 @@ def _spec(dtype: torch.dtype, act: str, shape: tuple[int, int, int], channels_la
     constexprs = dict(ACT=ACTIVATIONS[act].code, NOISE=noise, HAS_NS=has_ns, HAS_B=has_b,
                       CHANNELS_LAST=channels_last, BLOCK_C=cfg["BLOCK_C"], BLOCK_P=cfg["BLOCK_P"],
                       INDEX_64=index_64)
+    if stage != "partials":
+        constexprs["ROUND_BF16"] = False   # compiled casts round to nearest themselves
     if not cfg["fused"]:
         constexprs["BACKWARD"] = backward
         if stage == "apply":

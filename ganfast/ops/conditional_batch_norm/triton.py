@@ -33,6 +33,9 @@ one place the tile shape is chosen; it depends on HW only.
 relu is a runtime flag (not a constexpr: half the compiled variants); where it is off, z is
 not even formed in the backward. relu keeps NaN as torch.relu does (z <= 0 is False for NaN).
 Offsets are int64 (INDEX_64) when they could reach INDEX_32_LIMIT, masked lanes included.
+Every bf16 the kernels write (y, dx) is its fp32 value rounded to nearest even, the compiled
+cast's rounding; under TRITON_INTERPRET, whose casts truncate, ganfast.ops._triton.round_bf16
+does the rounding (ROUND_BF16), so the CPU tests see a GPU's numbers (issue 26).
 
 Resources (aot_specs, Triton 3.9 ptxas, 4 warps): 26-72 registers on 16-aligned planes, no
 spills, <= 512 B shared memory; planes with HW % 16 != 0 load element by element and ptxas
@@ -46,6 +49,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ganfast.ops._triton import round_bf16, rounds_bf16
 
 # ---- shared pieces ----
 
@@ -194,6 +198,7 @@ def _forward_kernel(
     P, C, HW, num_pt,   # num_pt = cdiv(HW, BLOCK_P)
     relu,        # int: 1 applies relu
     BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr, INDEX_64: tl.constexpr,
+    ROUND_BF16: tl.constexpr,   # bf16 under the interpreter, whose casts truncate (round_bf16)
 ):
     pid = tl.program_id(0)
     pt = pid % num_pt
@@ -207,7 +212,7 @@ def _forward_kernel(
     z = (x - mean[:, None]) * rstd[:, None] * gain[:, None] + bias[:, None]
     if relu:
         z = tl.where(z <= 0, 0.0, z)
-    tl.store(y_ptr + offs, z.to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(y_ptr + offs, round_bf16(z, ROUND_BF16).to(y_ptr.dtype.element_ty), mask=mask)
 
 
 # ---- backward ----
@@ -253,6 +258,7 @@ def _backward_dx_kernel(
     dx_ptr,      # [P, HW] like x
     P, C, HW, num_pt, relu,
     BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr, INDEX_64: tl.constexpr,
+    ROUND_BF16: tl.constexpr,   # bf16 under the interpreter, whose casts truncate (round_bf16)
 ):
     pid = tl.program_id(0)
     pt = pid % num_pt
@@ -267,7 +273,7 @@ def _backward_dx_kernel(
     offs = _plane_offsets(q, p, HW, INDEX_64)
     xhat, dz = _xhat_dz(x_ptr, dy_ptr, offs, mask, mean, rstd, gain, bias, relu)
     dx = (rstd * gain)[:, None] * dz - k1[:, None] - xhat * k2[:, None]
-    tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+    tl.store(dx_ptr + offs, round_bf16(dx, ROUND_BF16).to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 # ---- launch configuration ----
@@ -405,7 +411,7 @@ def forward_apply(x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, gain:
     grid, ints, constexprs = _plane_launch(tuple(x.shape), whole_planes=False)
     with _device(x):
         _forward_kernel[grid](x, mean, rstd, gain, bias, y, *ints.values(), int(bool(relu)), **constexprs,
-                              num_warps=NUM_WARPS, **_FP_FUSION)
+                              ROUND_BF16=rounds_bf16(x.dtype), num_warps=NUM_WARPS, **_FP_FUSION)
     return y
 
 
@@ -439,7 +445,7 @@ def backward_dx(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: tor
     grid, ints, constexprs = _plane_launch(tuple(x.shape), whole_planes=False)
     with _device(x):
         _backward_dx_kernel[grid](dy, x, mean, rstd, gain, bias, c1, c2, dx, *ints.values(), int(bool(relu)),
-                                  **constexprs, num_warps=NUM_WARPS, **_FP_FUSION)
+                                  **constexprs, ROUND_BF16=rounds_bf16(x.dtype), num_warps=NUM_WARPS, **_FP_FUSION)
     return dx
 
 
@@ -497,6 +503,8 @@ def _spec(kernel: str, dtype: torch.dtype, shape: tuple[int, int, int, int], ind
             aligned.append(k)
     if kernel in _PLANE_KERNELS:
         signature["relu"] = "i32"
+    if kernel in ("_forward_kernel", "_backward_dx_kernel"):
+        constexprs["ROUND_BF16"] = False   # compiled casts round to nearest themselves
     hw = shape[2] * shape[3]
     block_p = constexprs.get("BLOCK_P", 0)
     # x's loads (and the plane kernels' stores) are 128-bit where rows are: 16-aligned planes of
