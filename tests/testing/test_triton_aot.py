@@ -78,7 +78,7 @@ def _cli(*args):
 def test_cli_compiles_one_kernel():
     sig = {"x_ptr": "*fp32", "b_ptr": "*fp32", "g_ptr": "*fp32", "gg_ptr": "*fp32", "out_ptr": "*fp32",
            "numel": "i32", "channels": "i32", "inner": "i32", "alpha": "fp32", "gain": "fp32", "clamp": "fp32"}
-    consts = {"ACT": 0, "ORDER": 0, "HAS_BIAS": False, "BLOCK": 1024, "INDEX_64": False}
+    consts = {"ACT": 0, "ORDER": 0, "HAS_BIAS": False, "BLOCK": 1024, "INDEX_64": False, "ROUND_BF16": False}
     proc = _cli("--kernel", "ganfast.ops.bias_act.triton:_bias_act_kernel", "--signature", json.dumps(sig),
                 "--constexprs", json.dumps(consts), "--aligned", "x_ptr", "out_ptr", "numel", "--arch", "80")
     assert proc.returncode == 0, proc.stderr
