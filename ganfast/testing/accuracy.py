@@ -72,3 +72,22 @@ def assert_matches_oracle(got: torch.Tensor, oracle: torch.Tensor, ref_same_dtyp
                              f"({factor:g} x reference-in-dtype error {ref_err:.3g}"
                              f"{f', the largest of {len(samples) + 1} samples' if samples else ''} + floor {floor:.3g})\n"
                              + first_mismatches(g, o, tol))
+
+
+def assert_rounded_to_nearest(got: torch.Tensor, exact: torch.Tensor, name: str = "output",
+                              magnitude: Optional[torch.Tensor] = None) -> None:
+    """Assert `got` (bfloat16) is `exact` (a more precise value of the same shape) rounded to the
+    nearest bfloat16: within half a bf16 ulp of it, plus slack for the kernel's fp32 arithmetic,
+    2**-16 of `magnitude` (the sum of the absolute terms of a sum or dot; default |exact|: 1/128 of
+    an ulp without cancellation). A truncating cast (the Triton 3.9 interpreter's) is up to a whole
+    ulp off toward zero and misses this on about half the elements."""
+    exact = exact.detach().to(torch.float64).cpu()
+    magnitude = exact.abs() if magnitude is None else magnitude.detach().to(torch.float64).cpu()
+    g = got.detach().to(torch.float64).cpu()
+    err = (g - exact).abs()
+    half_ulp = torch.ldexp(torch.ones_like(exact), torch.frexp(exact)[1] - 9)   # bf16: 8 significant bits
+    bad = err > half_ulp + magnitude * 2 ** -16
+    idx = bad.nonzero()[:5].tolist()
+    assert not bad.any(), (f"{name}: {int(bad.sum())} of {bad.numel()} elements not rounded to nearest; first: "
+                           + ", ".join(f"{tuple(i)} got {g[tuple(i)].item():.6g} exact {exact[tuple(i)].item():.6g}"
+                                       for i in idx))

@@ -20,7 +20,7 @@ from ganfast import backends  # noqa: E402
 from ganfast.ops.adain_noise import reference as ref  # noqa: E402
 from ganfast.ops.adain_noise import triton as adain_triton  # noqa: E402
 from ganfast.ops.bias_act.reference import ACTIVATIONS  # noqa: E402
-from ganfast.testing import triton_aot  # noqa: E402
+from ganfast.testing import assert_rounded_to_nearest, triton_aot  # noqa: E402
 from ganfast.testing.triton_aot import reported, spec_id  # noqa: E402
 from ganfast.testing import assert_matches_oracle, poison_like  # noqa: E402
 
@@ -249,18 +249,6 @@ def test_public_api_through_autograd_and_double_backward(dtype, noise_kind, layo
     check_backend_against_oracle("triton", (3, 70, 1, 1), layout, dtype, "lrelu", noise_kind, device=DEVICE)
 
 
-def _assert_rounded_to_nearest(got: torch.Tensor, exact: torch.Tensor, name: str) -> None:
-    """got (bf16) is exact rounded to nearest: within half a bf16 ulp of it, plus 1/128 ulp of
-    slack. A truncating cast misses this on about half the elements (up to a whole ulp, toward 0)."""
-    exact = exact.cpu().double()
-    err = (got.cpu().double() - exact).abs()
-    half_ulp = torch.ldexp(torch.ones_like(exact), torch.frexp(exact)[1] - 9)   # bf16: 8 significant bits
-    bad = err > half_ulp + exact.abs() * 2 ** -16
-    idx = bad.nonzero()[:5].tolist()
-    assert not bad.any(), (f"{name}: {int(bad.sum())} of {bad.numel()} elements not rounded to nearest; first: "
-                           + ", ".join(f"{tuple(i)} got {got[tuple(i)].item():.6g} exact {exact[tuple(i)].item():.6g}"
-                                       for i in idx))
-
 
 @needs_device
 @pytest.mark.parametrize("split,layout", [(False, "contiguous"), (True, "channels_last")], ids=["fused", "split"])
@@ -284,11 +272,11 @@ def test_bf16_writes_round_to_nearest(split, layout, request):
     out, stats = adain_triton.forward(x, s, t, noise, ns, b, **scalars)
     out32, stats32 = adain_triton.forward(x.float(), s, t, noise.float(), ns, b, **scalars)
     assert out.dtype == torch.bfloat16 and torch.equal(stats, stats32)
-    _assert_rounded_to_nearest(out, out32, "forward's out")
+    assert_rounded_to_nearest(out, out32, "forward's out")
     dx = adain_triton.backward(g, x, s, noise, ns, b, stats, **scalars)[0]
     dx32 = adain_triton.backward(g.float(), x.float(), s, noise.float(), ns, b, stats, **scalars)[0]
     assert dx.dtype == torch.bfloat16
-    _assert_rounded_to_nearest(dx, dx32, "backward's dx")
+    assert_rounded_to_nearest(dx, dx32, "backward's dx")
 
 
 def test_launcher_rejects_bad_arguments():

@@ -19,7 +19,7 @@ import ganfast  # noqa: E402
 from ganfast import backends  # noqa: E402
 from ganfast.ops.bias_act import reference as ref  # noqa: E402
 from ganfast.ops.bias_act import triton as bias_act_triton  # noqa: E402
-from ganfast.testing import triton_aot  # noqa: E402
+from ganfast.testing import assert_rounded_to_nearest, triton_aot  # noqa: E402
 from ganfast.testing.triton_aot import reported, spec_id  # noqa: E402
 from ganfast.testing import assert_matches_oracle, poison_like  # noqa: E402
 
@@ -112,19 +112,6 @@ def test_every_activation_order_and_dtype(act, dtype):
 
 
 
-def _assert_rounded_to_nearest(got: torch.Tensor, exact: torch.Tensor, name: str) -> None:
-    """got (bf16) is exact (float64) rounded to nearest: within half a bf16 ulp of it, plus 2**-16
-    of |exact| (1/128 of an ulp) for the kernels' fp32 math. A truncating cast misses this on about
-    half the elements (it is up to a whole ulp off, toward zero)."""
-    exact = exact.cpu().double()
-    err = (got.cpu().double() - exact).abs()
-    half_ulp = torch.ldexp(torch.ones_like(exact), torch.frexp(exact)[1] - 9)   # bf16: 8 significant bits
-    bad = err > half_ulp + exact.abs() * 2 ** -16
-    idx = bad.nonzero()[:5].tolist()
-    assert not bad.any(), (f"{name}: {int(bad.sum())} of {bad.numel()} elements not rounded to nearest; first: "
-                           + ", ".join(f"{tuple(i)} got {got[tuple(i)].item():.6g} exact {exact[tuple(i)].item():.6g}"
-                                       for i in idx))
-
 
 @needs_device
 @pytest.mark.parametrize("act", ["lrelu", "tanh", "swish"])
@@ -144,9 +131,9 @@ def test_bf16_writes_round_to_nearest(act):
         for want_db in (False, True) if order > 0 else (False,):
             got, _ = bias_act_triton.run(order, x, b, g, gg, *args, want_db)
             what = f"{act} order {order} want_db={want_db}"
-            _assert_rounded_to_nearest(got, fp32, f"{what} (against fp32)")
+            assert_rounded_to_nearest(got, fp32, f"{what} (against fp32)")
             if act == "lrelu":
-                _assert_rounded_to_nearest(got, exact, f"{what} (against float64)")
+                assert_rounded_to_nearest(got, exact, f"{what} (against float64)")
 
 # (shape, dim, layout): one comment per case.
 SHAPES = [

@@ -21,7 +21,7 @@ pytest.importorskip("triton")
 from ganfast import backends  # noqa: E402
 from ganfast.ops.conditional_batch_norm import reference as ref  # noqa: E402
 from ganfast.ops.conditional_batch_norm import triton as cbn_triton  # noqa: E402
-from ganfast.testing import triton_aot  # noqa: E402
+from ganfast.testing import assert_rounded_to_nearest, triton_aot  # noqa: E402
 from ganfast.testing.triton_aot import reported, spec_id  # noqa: E402
 from ganfast.testing import assert_matches_oracle  # noqa: E402
 
@@ -155,18 +155,6 @@ def test_relu_keeps_nan():
     torch.testing.assert_close(y.cpu()[finite], expected[finite].float(), rtol=1e-5, atol=1e-5)
 
 
-def _assert_rounded_to_nearest(got: torch.Tensor, exact: torch.Tensor, magnitude: torch.Tensor, name: str) -> None:
-    """got (bf16) is exact (float64) rounded to nearest: within half a bf16 ulp of it, plus slack
-    for the kernel's fp32 arithmetic, 2**-16 of `magnitude` (the sum of the absolute terms). A
-    truncating cast misses this on about half the elements (up to a whole ulp, toward zero)."""
-    err = (got.cpu().double() - exact).abs()
-    half_ulp = torch.ldexp(torch.ones_like(exact), torch.frexp(exact)[1] - 9)   # bf16: 8 significant bits
-    bad = err > half_ulp + magnitude * 2 ** -16
-    idx = bad.nonzero()[:5].tolist()
-    assert not bad.any(), (f"{name}: {int(bad.sum())} of {bad.numel()} elements not rounded to nearest; first: "
-                           + ", ".join(f"{tuple(i)} got {got[tuple(i)].item():.6g} exact {exact[tuple(i)].item():.6g}"
-                                       for i in idx))
-
 
 @needs_device
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
@@ -181,13 +169,14 @@ def test_bf16_writes_round_to_nearest(relu):
     z = scaled + a["bias"][:, :, None, None]
     y = z.clamp(min=0) if relu else z
     y_got = cbn_triton.forward_apply(*(args[k] for k in _ARGS["forward_apply"][:5]), relu)
-    _assert_rounded_to_nearest(y_got, y, scaled.abs() + a["bias"].abs()[:, :, None, None], "forward_apply's y")
+    assert_rounded_to_nearest(y_got, y, "forward_apply's y", scaled.abs() + a["bias"].abs()[:, :, None, None])
     dz = a["dy"] * (z > 0) if relu else a["dy"]
     rstd = a["rstd"][:, None, None]
     terms = (rstd * a["gain"][:, :, None, None] * dz, rstd * a["c1"][:, None, None],
              xhat * rstd * a["c2"][:, None, None])
     dx_got = cbn_triton.backward_dx(*(args[k] for k in _ARGS["backward_dx"][:6]), relu, args["c1"], args["c2"])
-    _assert_rounded_to_nearest(dx_got, terms[0] - terms[1] - terms[2], sum(t.abs() for t in terms), "backward_dx's dx")
+    assert_rounded_to_nearest(dx_got, terms[0] - terms[1] - terms[2], "backward_dx's dx",
+                              sum(t.abs() for t in terms))
 
 
 @pytest.fixture

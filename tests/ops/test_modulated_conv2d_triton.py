@@ -25,7 +25,7 @@ pytest.importorskip("triton")
 from ganfast import backends  # noqa: E402
 from ganfast.ops.modulated_conv2d import reference as ref  # noqa: E402
 from ganfast.ops.modulated_conv2d import triton as mc_triton  # noqa: E402
-from ganfast.testing import triton_aot  # noqa: E402
+from ganfast.testing import assert_rounded_to_nearest, triton_aot  # noqa: E402
 from ganfast.testing.triton_aot import reported, spec_id  # noqa: E402
 from ganfast.testing import assert_matches_oracle  # noqa: E402
 
@@ -203,22 +203,6 @@ def test_dot_precision_and_upcast():
     assert not mc_triton.rounds_bf16(torch.float16) and not mc_triton.rounds_bf16(torch.float32)
 
 
-def _assert_rounded_to_nearest(got: torch.Tensor, exact: torch.Tensor, name: str,
-                               magnitude: torch.Tensor | None = None) -> None:
-    """got (bf16) is exact (float64) rounded to nearest: within half a bf16 ulp of it, plus slack
-    for the kernel's fp32 arithmetic, 2**-16 of `magnitude` (the sum of the absolute terms of a
-    dot; default |exact|): 1/128 of an ulp without cancellation. A truncating cast misses this on
-    about half the elements (it is up to a whole ulp off, toward zero)."""
-    exact = exact.cpu().double()
-    magnitude = exact.abs() if magnitude is None else magnitude.cpu().double()
-    err = (got.cpu().double() - exact).abs()
-    half_ulp = torch.ldexp(torch.ones_like(exact), torch.frexp(exact)[1] - 9)   # bf16: 8 significant bits
-    bad = err > half_ulp + magnitude * 2 ** -16
-    idx = bad.nonzero()[:5].tolist()
-    assert not bad.any(), (f"{name}: {int(bad.sum())} of {bad.numel()} elements not rounded to nearest; first: "
-                           + ", ".join(f"{tuple(i)} got {got[tuple(i)].item():.6g} exact {exact[tuple(i)].item():.6g}"
-                                       for i in idx))
-
 
 @needs_device
 def test_bf16_writes_round_to_nearest():
@@ -242,14 +226,14 @@ def test_bf16_writes_round_to_nearest():
         return torch.cat([torch.nn.functional.conv2d(x_[i:i + 1], w_[i], padding=1) for i in range(2)])
     exact = conv(x.double(), w_mod)
     magnitude = conv(x.double().abs(), w_mod.abs())   # the dot sums 45 terms in fp32, in its own order
-    _assert_rounded_to_nearest(a, exact, "forward's a", magnitude)
-    _assert_rounded_to_nearest(out, exact, "forward's out (linear)", magnitude)
+    assert_rounded_to_nearest(a, exact, "forward's a", magnitude)
+    assert_rounded_to_nearest(out, exact, "forward's out (linear)", magnitude)
     dcoef = torch.rand(2, 19, generator=g) + 0.5
     scalars = dict(noise=None, bias=None, act="linear", alpha=0.0, gain=1.0, clamp=-1.0)
     y = mc_triton.epilogue_forward(a, dcoef.to(DEVICE), **scalars)
-    _assert_rounded_to_nearest(y, a.cpu().double() * dcoef.double()[:, :, None, None], "epilogue's out")
+    assert_rounded_to_nearest(y, a.cpu().double() * dcoef.double()[:, :, None, None], "epilogue's out")
     da, _ = mc_triton.epilogue_backward(out, a, dcoef.to(DEVICE), **scalars)
-    _assert_rounded_to_nearest(da, out.cpu().double() * dcoef.double()[:, :, None, None], "epilogue backward's da")
+    assert_rounded_to_nearest(da, out.cpu().double() * dcoef.double()[:, :, None, None], "epilogue backward's da")
 
 
 @needs_device

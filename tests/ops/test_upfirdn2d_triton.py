@@ -20,7 +20,7 @@ pytest.importorskip("triton")
 from ganfast import backends  # noqa: E402
 from ganfast.ops.upfirdn2d import triton as ufd_triton  # noqa: E402
 from ganfast.ops.upfirdn2d.reference import output_size, setup_filter, upfirdn2d_ref  # noqa: E402
-from ganfast.testing import triton_aot  # noqa: E402
+from ganfast.testing import assert_rounded_to_nearest, triton_aot  # noqa: E402
 from ganfast.testing.triton_aot import reported, spec_id  # noqa: E402
 from ganfast.testing import assert_matches_oracle  # noqa: E402
 
@@ -107,19 +107,6 @@ def test_matches_reference(shape, f, up, down, padding, gain, dtype):
 
 
 
-def _assert_rounded_to_nearest(got: torch.Tensor, exact: torch.Tensor, magnitude: torch.Tensor, name: str) -> None:
-    """got (bf16) is exact (float64) rounded to nearest: within half a bf16 ulp of it, plus 2**-16
-    of `magnitude` (the sum of the absolute terms) for the fp32 accumulation. A truncating cast
-    misses this on about half the elements (it is up to a whole ulp off, toward zero)."""
-    exact, magnitude = exact.detach().cpu().double(), magnitude.detach().cpu().double()
-    err = (got.detach().cpu().double() - exact).abs()
-    half_ulp = torch.ldexp(torch.ones_like(exact), torch.frexp(exact)[1] - 9)   # bf16: 8 significant bits
-    bad = err > half_ulp + magnitude * 2 ** -16
-    idx = bad.nonzero()[:5].tolist()
-    assert not bad.any(), (f"{name}: {int(bad.sum())} of {bad.numel()} elements not rounded to nearest; first: "
-                           + ", ".join(f"{tuple(i)} got {got[tuple(i)].item():.6g} exact {exact[tuple(i)].item():.6g}"
-                                       for i in idx))
-
 
 @needs_device
 def test_bf16_writes_round_to_nearest():
@@ -147,8 +134,8 @@ def test_bf16_writes_round_to_nearest():
     xa = x.double().abs().requires_grad_()
     magnitude = ref64(xa, f.abs())
     (magnitude_dx,) = torch.autograd.grad(magnitude, xa, dy.double().abs())
-    _assert_rounded_to_nearest(y, exact, magnitude, "forward")
-    _assert_rounded_to_nearest(dx, exact_dx, magnitude_dx, "backward's dx")
+    assert_rounded_to_nearest(y, exact, "forward", magnitude)
+    assert_rounded_to_nearest(dx, exact_dx, "backward's dx", magnitude_dx)
 
 @needs_device
 @pytest.mark.parametrize("flip_filter", [False, True])
