@@ -478,7 +478,7 @@ class _BlockFn(torch.autograd.Function):
             inputs = (x, w_theta, w_phi, w_g, w_o, gamma)
             return _block_grad_of_grad(inputs, need[:6], dy, cq, cv, pool, name) + (None,)
         b, c, h, w = x.shape
-        n, o_rows = h * w, wts.shape[0]
+        n = h * w
         d, d_v = _widths(cq, cv, _ROWS[name])
         dyf = dy.reshape(b, c, n)                                      # [B, C, N]
         dx = dw_theta = dw_phi = dw_g = dw_o = dgamma = None
@@ -495,41 +495,52 @@ class _BlockFn(torch.autograd.Function):
         do = torch.bmm(dyf.mT, wo_scaled.expand(b, c, cv))              # [B, N, Cv]
         if d_v > cv:
             do = F.pad(do, (0, d_v - cv))
-        # The projections' gradient dP: rows [0, Cq) from dq (its columns past Cq are exactly 0:
-        # k is 0 there), the rest from dk and dv through the max-pool's backward: each window's
-        # gradient goes to the position that won it (the windows do not overlap: a scatter).
+        # The core's gradients (dq's columns past Cq are exactly 0: k is 0 there), then the
+        # projections' (_projection_grads).
         if _ROWS[name]:
             # q and k at their own width Cq: the cpu backward takes any widths, and the zero
             # columns the forward kernel needs would make its score GEMM Dv/Cq times the work
             # (SAGAN: 4x; the block's backward 1.15-1.2x faster at C = 256, 32x32 and C = 64, 64x64,
             # batch 4, 2 threads)
             dq, dk, dv = _impl(name).heads_backward(do.view(b, 1, n, d_v), q[..., :cq], k[..., :cq], v, o, lse, 1.0)
-            dq = dq.reshape(b, n, cq)
-            if d > cq:   # the zero rows of the stacked weight get a zero gradient (dropped below)
+            dq, dk, dv = dq.view(b, n, cq), dk.squeeze(1), dv.squeeze(1)
+            if d > cq:   # the zero rows of the stacked weight get a zero gradient (dropped there)
                 dk = F.pad(dk, (0, d - cq))
-            dkv = torch.cat((dk, dv), 3).view(b, dk.shape[2], o_rows - cq)  # [B, M, O - Cq]
-            if pool > 1:
-                dkv = dkv.new_zeros(b, n, o_rows - cq).scatter_(1, idx, dkv)
-            dpt = torch.cat((dq, dkv), 2).mT                            # [B, O, N]
         else:
             dq, dk, dv = _impl(name).attention_backward(do, q, k, v, o, lse, 1.0)
-            dkv = torch.cat((dk.mT, dv.mT), 1)                          # [B, O - Cq, M]
-            if pool > 1:
-                dkv = dkv.new_zeros(b, o_rows - cq, n).scatter_(2, idx, dkv)
-            dpt = torch.cat((dq.mT, dkv), 1)                            # [B, O, N]
-        if need[0]:
-            dx = torch.baddbmm(dyf, wts.t().expand(b, c, o_rows), dpt).view(b, c, h, w)
-        if need[1] or need[2] or need[3]:
-            dw = torch.bmm(dpt, xf.mT).sum(0)                           # [O, C]; the zero rows' part dropped
-            same_dims = w_theta.dim() == w_phi.dim() == w_g.dim()
-            if same_dims and w_theta.dim() == 4:
-                dw = dw.view(o_rows, c, 1, 1)
-            dw_theta, dw_phi, _, dw_g, _ = dw.split_with_sizes((cq, cq, d - cq, cv, d_v - cv))
-            if not same_dims:
-                dw_theta, dw_phi, dw_g = dw_theta.view(w_theta.shape), dw_phi.view(w_phi.shape), dw_g.view(w_g.shape)
-            dw_theta, dw_phi, dw_g = (dw_theta if need[1] else None, dw_phi if need[2] else None,
-                                      dw_g if need[3] else None)
+        dx, dw_theta, dw_phi, dw_g = _projection_grads(dq, dk, dv, need, dyf, xf, wts, idx, x.shape, cq, cv, d, d_v,
+                                                       pool, name, (w_theta, w_phi, w_g))
         return dx, dw_theta, dw_phi, dw_g, dw_o, dgamma, None
+
+
+def _projection_grads(dq, dk, dv, need, dyf, xf, wts, idx, x_shape, cq: int, cv: int, d: int, d_v: int,
+                      pool: int, name: str, weights):
+    """(dx, dw_theta, dw_phi, dw_g) from the core's gradients dq [B, N, Cq], dk [B, M, d],
+    dv [B, M, d_v] (None where need says no): the projections' gradient dP, rows [0, Cq) from dq,
+    the rest from dk and dv through the max-pool's backward (each window's gradient goes to the
+    position that won it; the windows do not overlap: a scatter), then dx = dy + W^T dP and
+    dW = dP x^T. Shared by _BlockFn.backward and its differentiable form _block_grad_of_grad."""
+    b, c, h, w = x_shape
+    n, o_rows = h * w, wts.shape[0]
+    if _ROWS[name]:
+        dkv = torch.cat((dk, dv), 2)                                    # [B, M, O - Cq]
+        if pool > 1:
+            dkv = dkv.new_zeros(b, n, o_rows - cq).scatter_(1, idx, dkv)
+        dpt = torch.cat((dq, dkv), 2).mT                                # [B, O, N]
+    else:
+        dkv = torch.cat((dk.mT, dv.mT), 1)                              # [B, O - Cq, M]
+        if pool > 1:
+            dkv = dkv.new_zeros(b, o_rows - cq, n).scatter_(2, idx, dkv)
+        dpt = torch.cat((dq.mT, dkv), 1)                                # [B, O, N]
+    dx = dw_theta = dw_phi = dw_g = None
+    if need[0]:
+        dx = torch.baddbmm(dyf, wts.t().expand(b, c, o_rows), dpt).view(b, c, h, w)
+    if need[1] or need[2] or need[3]:
+        dw = torch.bmm(dpt, xf.mT).sum(0)                               # [O, C]; the zero rows' part dropped
+        parts = dw.split_with_sizes((cq, cq, d - cq, cv, d_v - cv))
+        dw_theta, dw_phi, dw_g = (parts[i].reshape(t.shape) if need[j] else None
+                                  for i, j, t in zip((0, 1, 3), (1, 2, 3), weights))
+    return dx, dw_theta, dw_phi, dw_g
 
 
 def _block_grad_of_grad(inputs, need, dy, cq, cv, pool, name):
@@ -543,7 +554,6 @@ def _block_grad_of_grad(inputs, need, dy, cq, cv, pool, name):
     rows = _ROWS[name]
     d, d_v = _widths(cq, cv, rows)
     wts = _stacked_weights(w_theta, w_phi, w_g, cq, cv, d, d_v)          # [O, C]
-    o_rows = wts.shape[0]
     xf = x.reshape(b, c, n)
     q, k, v, idx = (_qkv_rows if rows else _qkv_maps)(xf, wts, h, w, cq, d, pool, True)
     if rows:
@@ -568,26 +578,10 @@ def _block_grad_of_grad(inputs, need, dy, cq, cv, pool, name):
             if gamma.dim():
                 dgamma = dgamma.view(gamma.shape)
     if need[0] or need[1] or need[2] or need[3]:
-        if rows:
-            if d > cq:
-                dq = dq[..., :cq]
-            dkv = torch.cat((dk, dv), 2)                                # [B, M, O - Cq]
-            if pool > 1:
-                dkv = dkv.new_zeros(b, n, o_rows - cq).scatter(1, idx, dkv)
-            dpt = torch.cat((dq, dkv), 2).mT                            # [B, O, N]
-        else:
-            dkv = torch.cat((dk.mT, dv.mT), 1)                          # [B, O - Cq, M]
-            if pool > 1:
-                dkv = dkv.new_zeros(b, o_rows - cq, n).scatter(2, idx, dkv)
-            dpt = torch.cat((dq.mT, dkv), 1)                            # [B, O, N]
-        if need[0]:
-            dx = torch.baddbmm(dyf, wts.t().expand(b, c, o_rows), dpt).view(b, c, h, w)
-        if need[1] or need[2] or need[3]:
-            dw = torch.bmm(dpt, xf.mT).sum(0)                           # [O, C]
-            dw_theta, dw_phi, _, dw_g, _ = dw.split_with_sizes((cq, cq, d - cq, cv, d_v - cv))
-            dw_theta, dw_phi, dw_g = (dw_theta.reshape(w_theta.shape) if need[1] else None,
-                                      dw_phi.reshape(w_phi.shape) if need[2] else None,
-                                      dw_g.reshape(w_g.shape) if need[3] else None)
+        if rows and d > cq:
+            dq = dq[..., :cq]
+        dx, dw_theta, dw_phi, dw_g = _projection_grads(dq, dk, dv, need, dyf, xf, wts, idx, x.shape, cq, cv, d, d_v,
+                                                       pool, name, (w_theta, w_phi, w_g))
     return dx, dw_theta, dw_phi, dw_g, dw_o, dgamma
 
 
